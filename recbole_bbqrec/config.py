@@ -1,0 +1,173 @@
+"""Config: RecBole's ``Config`` that also knows the plugin's models and YAML files.
+
+Layering, lowest to highest priority (later wins):
+  RecBole overall -> RecBole model -> RecBole dataset -> RecBole quick-start defaults
+  -> plugin ``properties/overall.yaml`` -> plugin ``properties/model/<Model>.yaml``
+  -> plugin ``properties/dataset/<dataset>.yaml`` -> user config files -> config dict
+  -> command line.
+
+Two deliberate differences from RecBole:
+- the command line is read from an explicit ``argv`` list (``run_recbole_bbqrec.py`` passes
+  ``sys.argv[1:]``), never implicitly from ``sys.argv``, so tests and library callers are not
+  reconfigured by whatever flags started the process (pytest's, Ray's ...);
+- keys that no RecBole or plugin YAML defines get a warning (typos otherwise pass silently).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from logging import getLogger
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+
+from recbole_bbqrec.utils import get_model
+
+# Keys RecBole reads without defining them in any YAML, plus run-time ones it sets itself.
+_RUNTIME_KEYS = {
+    "model", "dataset", "config_files", "local_rank", "nproc", "world_size", "offset", "ip",
+    "port", "single_spec", "device", "eval_type", "MODEL_TYPE", "MODEL_INPUT_TYPE",
+    "eval_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args", "neg_sampling",
+    "eval_setting", "loss_type", "benchmark_filename", "train_stage", "pre_model_path",
+    "save_step", "hidden_size", "n_layers", "n_heads", "dropout_prob", "embedding_size",
+}
+
+
+def properties_dir() -> str:
+    """Where the plugin's YAML files live: the checkout's ``properties/`` or the installed copy."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.join(os.path.dirname(here), "properties")
+    if os.path.isdir(os.path.join(checkout, "model")):
+        return checkout
+    import recbole_bbqrec.properties as installed  # installed as package data by setup.py
+
+    return os.path.dirname(installed.__file__)
+
+
+def _yaml_keys(path: str) -> set[str]:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return set(data) if isinstance(data, dict) else set()
+
+
+def known_config_keys() -> set[str]:
+    """Every key defined by a RecBole YAML or a plugin YAML, plus RecBole's run-time keys."""
+    import recbole
+
+    recbole_props = os.path.join(os.path.dirname(recbole.__file__), "properties")
+    keys = set(_RUNTIME_KEYS)
+    for root in (recbole_props, properties_dir()):
+        for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
+            if os.sep + "hyper" + os.sep in path or path.endswith("compare_sets.yaml"):
+                continue  # search spaces and run sets, not config keys
+            keys |= _yaml_keys(path)
+    return keys
+
+
+class Config(RecBoleConfig):
+    """RecBole ``Config`` with plugin model lookup, plugin YAML layers and explicit argv.
+
+    Args:
+        model: model name (plugin or RecBole) or class; ``None`` reads it from the inputs.
+        dataset: dataset name; ``None`` reads it from the inputs.
+        config_file_list: user YAML files.
+        config_dict: user parameters.
+        argv: command-line arguments (``--key=value``); ``None`` means none are read.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None,
+                 argv: list[str] | None = None):
+        self._argv = list(argv) if argv is not None else []
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list,
+                         config_dict=config_dict)
+        self._warn_unknown_keys()
+
+    # --- RecBole hooks -------------------------------------------------------------------
+    def _load_cmd_line(self):
+        cmd_config_dict, unrecognized = {}, []
+        for arg in self._argv:
+            if not arg.startswith("--") or len(arg[2:].split("=", 1)) != 2:
+                unrecognized.append(arg)
+                continue
+            name, value = arg[2:].split("=", 1)
+            if name in cmd_config_dict and cmd_config_dict[name] != value:
+                raise SyntaxError(f"Command-line argument '--{name}' is given twice with "
+                                  f"different values ({cmd_config_dict[name]!r}, {value!r}).")
+            cmd_config_dict[name] = value
+        if unrecognized:
+            getLogger().warning("command line args [%s] will not be used in RecBole",
+                                " ".join(unrecognized))
+        return self._convert_config_dict(cmd_config_dict)
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("model needs to be given in one of: the model argument, a "
+                               "config file, the config dict, or the command line (--model=)")
+        if isinstance(model, str):
+            final_model, final_model_class = model, get_model(model)
+        else:
+            final_model, final_model_class = model.__name__, model
+        final_dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
+        if final_dataset is None:
+            raise KeyError("dataset needs to be given in one of: the dataset argument, a "
+                           "config file, the config dict, or the command line (--dataset=)")
+        return final_model, final_model_class, final_dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        root = properties_dir()
+        # A plugin model inherits its parents' YAML: TIGER extends BBQRec's defaults,
+        # SASRecBCE RecBole's SASRec.yaml.
+        import recbole
+
+        recbole_models = os.path.join(os.path.dirname(recbole.__file__), "properties", "model")
+        model_files = []
+        lineage = []
+        for cls in reversed(model_class.__mro__):
+            if cls.__module__.startswith("recbole_bbqrec."):
+                lineage.append(cls.__name__)
+                model_files.append(os.path.join(root, "model", f"{cls.__name__}.yaml"))
+            elif cls.__module__.startswith("recbole.model.") and cls.__name__ != model:
+                model_files.append(os.path.join(recbole_models, f"{cls.__name__}.yaml"))
+        if model not in lineage:
+            model_files.append(os.path.join(root, "model", f"{model}.yaml"))
+        for path in (os.path.join(root, "overall.yaml"), *model_files,
+                     os.path.join(root, "dataset", f"{dataset}.yaml")):
+            if os.path.isfile(path):
+                self._update_internal_config_dict(path)
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        # RecBole points ml-100k at the copy inside its wheel; the plugin reads the
+        # preprocessed copy under data_path (same interactions plus the text features).
+        if self.dataset == "ml-100k":
+            root = self.external_config_dict.get("data_path",
+                                                 self.internal_config_dict["data_path"])
+            self.final_config_dict["data_path"] = os.path.join(root, self.dataset)
+
+    # --- plugin additions ----------------------------------------------------------------
+    def _warn_unknown_keys(self) -> None:
+        unknown = sorted(set(self.external_config_dict) - known_config_keys())
+        if unknown:
+            getLogger().warning(
+                "Unknown config key(s) %s: no RecBole or recbole_bbqrec YAML defines them, so "
+                "they are probably misspelt and will have no effect.", unknown)
+        self.unknown_keys = unknown
+
+    def plain_dict(self) -> dict:
+        """The final config as JSON/weights-only-safe plain data (enums and devices as str)."""
+        return to_plain(self.final_config_dict)
+
+
+def to_plain(value):
+    """Recursively convert config values to str/int/float/bool/None/list/dict."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,1 @@
+"""Datasets and feature loading aligned to RecBole's internal item ids."""

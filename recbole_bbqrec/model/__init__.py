@@ -1,0 +1,1 @@
+"""RecBole model classes of the plugin."""

@@ -1,0 +1,1 @@
+"""Generative sequential recommenders: BBQRec and TIGER (same generator, other IDs)."""

@@ -1,0 +1,127 @@
+r"""BBQRec: generative sequential recommendation over behavior-bound semantic IDs.
+
+Stage 1 (``recbole_bbqrec.stage1``) gives every item a semantic ID of L positions, each an
+S-tuple of codes (behavior-aligned ID, text, image/category ...), plus its quantized vector.
+Stage 2 (this class) is an encoder-decoder transformer: the encoder reads the user's history
+(one token per item, similarity-enhanced self-attention over the items' quantized vectors),
+the decoder generates the next item's ID position by position, and a trie-constrained beam
+search turns generation into a ranking that RecBole's evaluator scores unchanged.
+
+Reference: Behavior-Bind Quantization for Multi-Modal Sequential Recommendation
+(arXiv 2504.06636), section 4.2.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_bbqrec.modules.beam_search import PrefixIndex
+from recbole_bbqrec.modules.generator import SemanticIDGenerator
+from recbole_bbqrec.stage1 import artifact_paths, load_semantic_ids, prepare_stage1
+
+
+class BBQRec(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.d_model = config["d_model"]
+        self.n_heads = config["n_heads"]
+        self.n_encoder_layers = config["n_encoder_layers"]
+        self.n_decoder_layers = config["n_decoder_layers"]
+        self.d_ff = config["d_ff"]
+        self.dropout_prob = config["dropout_prob"]
+        self.n_buckets = config["n_buckets"]
+        self.similarity_attention = config["similarity_attention"]
+        self.beam_size = config["beam_size"]
+        self.valid_beam_size = config["valid_beam_size"] or self.beam_size
+        self.max_topk = max(config["topk"])
+        for name, beam in (("beam_size", self.beam_size), ("valid_beam_size", self.valid_beam_size)):
+            if beam < self.max_topk:
+                raise ValueError(f"{name}={beam} is smaller than max(topk)={self.max_topk}: a "
+                                 f"beam search cannot rank more items than it keeps.")
+        self.active_beam_size = self.beam_size
+
+        # semantic IDs aligned to RecBole's internal ids (row 0 = padding)
+        item_codes, item_zq, self.sid_hash = load_semantic_ids(config, dataset)
+        self.register_buffer("item_codes", item_codes, persistent=False)  # [n_items, L, S]
+        self.register_buffer("item_zq", item_zq, persistent=False)        # [n_items, Dz]
+        n_levels, n_signals = item_codes.shape[1:]
+        self.prefix_index = PrefixIndex.from_codes(item_codes[1:])  # item k <-> internal id k+1
+
+        # define layers
+        self.generator = SemanticIDGenerator(
+            n_levels=n_levels, n_signals=n_signals, codebook_size=config["codebook_size"],
+            d_model=self.d_model, n_heads=self.n_heads, n_encoder_layers=self.n_encoder_layers,
+            n_decoder_layers=self.n_decoder_layers, d_ff=self.d_ff, dropout=self.dropout_prob,
+            max_history=self.max_seq_length, n_buckets=self.n_buckets,
+            use_similarity=self.similarity_attention)
+        if config["inherit_codebooks"]:
+            self.generator.inherit_codebooks(self._stage1_codebooks(config, dataset),
+                                             seed=config["seed"])
+
+    @classmethod
+    def prepare_stage1(cls, config, dataset) -> dict:
+        """Stage 1 for this model (called by the pipeline before the model is built)."""
+        return prepare_stage1(config, dataset)
+
+    @staticmethod
+    def _stage1_codebooks(config, dataset) -> torch.Tensor:
+        from recbole_bbqrec.stage1 import stage1_identity
+        from recbole_bbqrec.trainer import load_checkpoint
+
+        path = artifact_paths(dataset, stage1_identity(config, dataset)[0])["checkpoint"]
+        books = load_checkpoint(path)["state_dict"]["quantizer.codebooks"]  # [sets, L, N, D]
+        return books[0] if books.shape[0] == 1 else books.transpose(0, 1)
+
+    # ------------------------------------------------------------------ inputs
+    def _history(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]                 # [B, T], right-padded with 0
+        hist_codes = self.item_codes[item_seq]                # [B, T, L, S]
+        hist_mask = item_seq > 0                              # [B, T]
+        hist_zq = self.item_zq[item_seq] if self.similarity_attention else None  # [B, T, Dz]
+        return hist_codes, hist_mask, hist_zq
+
+    # ------------------------------------------------------------------ RecBole API
+    def calculate_loss(self, interaction):
+        hist = self._history(interaction)
+        target_codes = self.item_codes[interaction[self.POS_ITEM_ID]]  # [B, L, S]
+        return self.generator.loss(*hist, target_codes)
+
+    def predict(self, interaction):
+        """Log-likelihood of the given item's semantic ID for each user: [B]."""
+        hist = self._history(interaction)
+        candidate = self.item_codes[interaction[self.ITEM_ID]][:, None]  # [B, 1, L, S]
+        return self.generator.score_items(*hist, candidate)[:, 0]
+
+    def full_sort_predict(self, interaction):
+        """Beam-search scores for the final beams, -inf for every other item: [B, n_items]."""
+        hist = self._history(interaction)
+        items, scores = self.generator.generate(*hist, self.prefix_index,
+                                                beam_size=self.active_beam_size,
+                                                topk=self.max_topk)        # [B, beam]
+        out = torch.full((items.shape[0], self.n_items), float("-inf"), device=scores.device)
+        valid = items >= 0
+        rows = torch.arange(items.shape[0], device=items.device)[:, None].expand_as(items)
+        out[rows[valid], items[valid] + 1] = scores[valid]
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_meta(self) -> dict:
+        return {"sid_hash": self.sid_hash, "n_items": self.n_items}
+
+    def check_checkpoint_meta(self, meta: dict, path: str) -> None:
+        theirs = meta.get("sid_hash")
+        if theirs != self.sid_hash:
+            raise ValueError(f"{path} was trained on semantic IDs {theirs}, but this run uses "
+                             f"{self.sid_hash}: its code embeddings would mean other items. "
+                             f"Retrain stage 2, or rerun with the stage-1 config of {theirs}.")
+
+    def to(self, *args, **kwargs):
+        model = super().to(*args, **kwargs)
+        model.prefix_index = model.prefix_index.to(model.item_codes.device)
+        return model

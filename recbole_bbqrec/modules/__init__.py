@@ -1,0 +1,1 @@
+"""Plain-torch building blocks (typed arguments, no RecBole config)."""

@@ -1,0 +1,317 @@
+"""Trie-constrained beam search over semantic IDs, batched over users and beams.
+
+An item's semantic ID is L positions, each an S-tuple of codes (S=3 for BBQRec:
+id, text, image; S=1 for TIGER).  Decoding picks one whole tuple per step; a tuple's
+score is the sum of its S log-probabilities, a beam's score the sum over its steps.
+
+``step_fn(prefix_codes, parent) -> log_probs``
+    prefix_codes: LongTensor [B, W, l, S], the l tuples decoded so far per beam;
+    parent:       LongTensor [B, W] index into the previous call's W beams (None at l=0),
+                  so a step function with a KV cache can reorder it (stateless ones ignore it);
+    log_probs:    FloatTensor [B, W, S, N], one distribution over N codes per signal.
+
+``constrained_beam_search`` does every step with tensor ops on a padded child table
+(no per-beam Python); ``reference_beam_search`` is the LETTER/TIGER way (a dict trie and a
+per-beam ``prefix_allowed_tokens_fn`` callback) and exists to benchmark and cross-check.
+Both add scores in the same order, so on the same step function they agree bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Optional
+
+import torch
+
+StepFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+
+
+def _tuple_scores(log_probs_per_signal: list[torch.Tensor]) -> torch.Tensor:
+    # Sequential left-to-right sum; the reference uses the identical order so the two agree
+    # bit for bit (a reduction kernel could reassociate).
+    total = log_probs_per_signal[0]
+    for extra in log_probs_per_signal[1:]:
+        total = total + extra
+    return total
+
+
+@dataclass
+class PrefixIndex:
+    """Per-level padded child tables of the semantic-ID trie.
+
+    Level l has one node per distinct length-l prefix (level 0: the root).  For node n:
+    child_codes[l][n, c] is the S-tuple of child c, child_next[l][n, c] its node id at
+    level l+1 (at the last level: the item id), child_valid[l][n, c] masks padding.
+    Padded tables beat CSR here: every step is then one gather with a fixed width, and
+    the widths stay small below the root (a few children per node for S=3).
+    """
+
+    item_codes: torch.Tensor            # [n_items, L, S]
+    child_codes: list[torch.Tensor]     # per level [n_nodes_l, C_l, S]
+    child_next: list[torch.Tensor]      # per level [n_nodes_l, C_l]
+    child_valid: list[torch.Tensor]     # per level [n_nodes_l, C_l] bool
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_codes.shape[0])
+
+    @property
+    def n_levels(self) -> int:
+        return int(self.item_codes.shape[1])
+
+    @property
+    def n_signals(self) -> int:
+        return int(self.item_codes.shape[2])
+
+    @cached_property
+    def max_code(self) -> int:
+        return int(self.item_codes.max())
+
+    @classmethod
+    def from_codes(cls, item_codes: torch.Tensor) -> "PrefixIndex":
+        """Build the index once from the catalogue's codes [n_items, L, S] (rows distinct)."""
+        if not isinstance(item_codes, torch.Tensor):
+            item_codes = torch.as_tensor(item_codes)
+        if item_codes.dim() != 3 or min(item_codes.shape) < 1:
+            raise ValueError(f"item_codes must be a non-empty [n_items, L, S] tensor, "
+                             f"got shape {tuple(item_codes.shape)}")
+        if item_codes.dtype.is_floating_point:
+            raise ValueError(f"item_codes must be integer codes, got dtype {item_codes.dtype}")
+        item_codes = item_codes.long().cpu()
+        if int(item_codes.min()) < 0:
+            row = int((item_codes < 0).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"item_codes has a negative code at item row {row}: "
+                             f"{item_codes[row].tolist()}")
+        n_items, n_levels, n_signals = item_codes.shape
+        node_of_item = torch.zeros(n_items, dtype=torch.long)  # level-0 node: the root
+        n_nodes = 1
+        codes_tables, next_tables, valid_tables = [], [], []
+        for level in range(n_levels):
+            keys = torch.cat([node_of_item[:, None], item_codes[:, level, :]], dim=1)
+            # unique(dim=0) sorts rows, so the children of one parent are contiguous.
+            uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
+            parent, child_tuple = uniq[:, 0], uniq[:, 1:]
+            counts = torch.bincount(parent, minlength=n_nodes)
+            width = int(counts.max())
+            slot = torch.arange(uniq.shape[0]) - (torch.cumsum(counts, 0) - counts)[parent]
+            codes = torch.zeros(n_nodes, width, n_signals, dtype=torch.long)
+            nxt = torch.zeros(n_nodes, width, dtype=torch.long)
+            valid = torch.zeros(n_nodes, width, dtype=torch.bool)
+            codes[parent, slot] = child_tuple
+            valid[parent, slot] = True
+            if level < n_levels - 1:
+                nxt[parent, slot] = torch.arange(uniq.shape[0])
+                node_of_item, n_nodes = inverse, uniq.shape[0]
+            else:
+                if uniq.shape[0] != n_items:
+                    leaf = int(torch.nonzero(torch.bincount(inverse) > 1)[0])
+                    rows = torch.nonzero(inverse == leaf).flatten().tolist()
+                    raise ValueError(f"item_codes rows must be distinct: items {rows} share "
+                                     f"the semantic ID {item_codes[rows[0]].tolist()} "
+                                     f"({n_items - uniq.shape[0]} collisions in total)")
+                item_of_leaf = torch.empty(n_items, dtype=torch.long)
+                item_of_leaf[inverse] = torch.arange(n_items)
+                nxt[parent, slot] = item_of_leaf
+            codes_tables.append(codes)
+            next_tables.append(nxt)
+            valid_tables.append(valid)
+        return cls(item_codes, codes_tables, next_tables, valid_tables)
+
+    def to(self, device: torch.device | str) -> "PrefixIndex":
+        move = lambda ts: [t.to(device) for t in ts]  # noqa: E731
+        return PrefixIndex(self.item_codes.to(device), move(self.child_codes),
+                           move(self.child_next), move(self.child_valid))
+
+
+def _check_beam_args(beam_size: int, topk: int | None) -> None:
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if topk is not None and beam_size < topk:
+        raise ValueError(f"beam_size={beam_size} is smaller than topk={topk}: beam search "
+                         f"can only return beam_size items; raise beam_size to >= {topk}")
+
+
+def _pad_result(items: torch.Tensor, scores: torch.Tensor, beam_size: int,
+                topk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    missing = beam_size - items.shape[1]
+    if missing > 0:
+        items = torch.cat([items, items.new_full((items.shape[0], missing), -1)], dim=1)
+        scores = torch.cat([scores, scores.new_full((scores.shape[0], missing),
+                                                    float("-inf"))], dim=1)
+    keep = beam_size if topk is None else topk
+    return items[:, :keep], scores[:, :keep]
+
+
+def _check_log_probs(log_probs: torch.Tensor, shape: tuple[int, ...], max_code: int) -> None:
+    if log_probs.dim() != 4 or tuple(log_probs.shape[:3]) != shape:
+        raise ValueError(f"step_fn must return [B, W, S, N] = {shape + ('N',)}, "
+                         f"got {tuple(log_probs.shape)}")
+    if log_probs.shape[3] <= max_code:
+        raise ValueError(f"step_fn scores N={log_probs.shape[3]} codes but the catalogue "
+                         f"uses code {max_code}")
+
+
+@torch.no_grad()
+def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int,
+                            beam_size: int, device: torch.device | str | None = None,
+                            topk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact trie-constrained beam search.
+
+    Returns (item_ids [B, K], scores [B, K]) sorted by score, K = topk or beam_size; every
+    id is a distinct real item, or -1 with score -inf when fewer than K items exist.
+    ``index`` must live on ``device`` (``index.to(device)``) for speed; it is moved if not.
+    """
+    _check_beam_args(beam_size, topk)
+    device = torch.device(device) if device is not None else index.item_codes.device
+    if index.item_codes.device != device:
+        index = index.to(device)
+    n_signals, max_code = index.n_signals, index.max_code
+    bsz = batch_size
+    nodes = torch.zeros(bsz, 1, dtype=torch.long, device=device)         # [B, W]
+    scores = torch.zeros(bsz, 1, device=device)                           # [B, W]
+    alive = torch.ones(bsz, 1, dtype=torch.bool, device=device)           # [B, W]
+    prefix = torch.zeros(bsz, 1, 0, n_signals, dtype=torch.long, device=device)
+    parent: torch.Tensor | None = None
+    for level in range(index.n_levels):
+        width = nodes.shape[1]
+        log_probs = step_fn(prefix, parent)                               # [B, W, S, N]
+        _check_log_probs(log_probs, (bsz, width, n_signals), max_code)
+        table_codes, table_next = index.child_codes[level], index.child_next[level]
+        n_children = table_codes.shape[1]
+        if table_codes.shape[0] == 1:
+            # Root level (a single node, so W == 1): one shared child list, for S=3 ~ the
+            # whole catalogue; index_select per signal avoids materialising [B, C, S] ids.
+            # (A single-node level below the root means every item shares the prefix, so the
+            # one beam above it is alive too.)
+            child_codes = table_codes[0]                                  # [C, S]
+            tuple_score = _tuple_scores([log_probs[:, :, s].index_select(-1, child_codes[:, s])
+                                         for s in range(n_signals)])      # [B, 1, C]
+            total = scores[:, :, None] + tuple_score
+            key = total.nan_to_num(neginf=torch.finfo(total.dtype).min)
+            key = key.masked_fill(~index.child_valid[level][0], float("-inf")).view(bsz, -1)
+            keep = min(beam_size, key.shape[1])
+            top_key, flat_pick = key.topk(keep, dim=1)                    # [B, W'] sorted
+            alive = top_key > float("-inf")
+            parent = torch.zeros_like(flat_pick)
+            scores = total.view(bsz, -1).gather(1, flat_pick).masked_fill(~alive, float("-inf"))
+            nodes = table_next[0][flat_pick].masked_fill(~alive, 0)
+            prefix = torch.cat([prefix.expand(-1, keep, -1, -1),
+                                table_codes[0][flat_pick][:, :, None]], dim=2)
+            continue
+        child_codes = table_codes[nodes]                                  # [B, W, C, S]
+        flat = log_probs.reshape(bsz * width, n_signals * log_probs.shape[3])
+        offsets = torch.arange(n_signals, device=device) * log_probs.shape[3]
+        picked = flat.gather(1, (child_codes + offsets).view(bsz * width, -1))
+        picked = picked.view(bsz, width, n_children, n_signals)
+        tuple_score = _tuple_scores([picked[..., s] for s in range(n_signals)])
+        child_valid = index.child_valid[level][nodes]
+        child_next = table_next[nodes]
+        child_valid = child_valid & alive[:, :, None]
+        total = scores[:, :, None] + tuple_score                          # [B, W, C]
+        # A valid child whose model log-prob is -inf must still outrank padding.
+        key = torch.where(child_valid, total.nan_to_num(neginf=torch.finfo(total.dtype).min),
+                          torch.full_like(total, float("-inf"))).view(bsz, -1)
+        keep = min(beam_size, key.shape[1])
+        top_key, flat_pick = key.topk(keep, dim=1)                        # [B, W'] sorted
+        alive = top_key > float("-inf")
+        parent = flat_pick // n_children
+        scores = total.view(bsz, -1).gather(1, flat_pick).masked_fill(~alive, float("-inf"))
+        nodes = child_next.reshape(bsz, -1).gather(1, flat_pick).masked_fill(~alive, 0)
+        picked_codes = child_codes.reshape(bsz, -1, n_signals).gather(
+            1, flat_pick[:, :, None].expand(-1, -1, n_signals))           # [B, W', S]
+        prefix = torch.cat([prefix.gather(1, parent[:, :, None, None].expand(
+            -1, -1, level, n_signals)), picked_codes[:, :, None]], dim=2)
+    items = nodes.masked_fill(~alive, -1)
+    return _pad_result(items, scores, beam_size, topk)
+
+
+def build_trie(item_codes: torch.Tensor) -> tuple[dict, dict]:
+    """Python dict trie: prefix (tuple of S-tuples) -> allowed next tuples; full ID -> item."""
+    children: dict[tuple, list[tuple]] = {}
+    leaf: dict[tuple, int] = {}
+    for item, row in enumerate(item_codes.tolist()):
+        path = tuple(tuple(pos) for pos in row)
+        for level in range(len(path)):
+            allowed = children.setdefault(path[:level], [])
+            if path[level] not in allowed:
+                allowed.append(path[level])
+        leaf[path] = item
+    return children, leaf
+
+
+@torch.no_grad()
+def reference_beam_search(step_fn: StepFn, item_codes: torch.Tensor, batch_size: int,
+                          beam_size: int, topk: int | None = None,
+                          trie: tuple[dict, dict] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The straightforward decoder (as LETTER/TIGER code bases do it), for benchmarks.
+
+    One batched model call per step, then per user and per beam a Python callback
+    ``prefix_allowed_tokens_fn(batch_id, prefix) -> allowed`` masks the vocabulary: for S=1
+    the full [N] vocabulary, for S>1 the allowed tuples (the joint vocabulary N^S is too
+    large to mask).  ``trie`` (from :func:`build_trie`) may be passed to reuse it.
+    """
+    _check_beam_args(beam_size, topk)
+    item_codes = item_codes.long().cpu()
+    n_levels, n_signals = item_codes.shape[1], item_codes.shape[2]
+    children, leaf = trie if trie is not None else build_trie(item_codes)
+
+    def prefix_allowed_tokens_fn(batch_id: int, prefix: tuple) -> list[tuple]:
+        return children.get(prefix, [])
+
+    zero = torch.zeros((), dtype=torch.float32)
+    beams = [[(zero, ())] for _ in range(batch_size)]       # per user: (score, prefix)
+    parents: list[list[int]] | None = None
+    for level in range(n_levels):
+        width = max(len(user_beams) for user_beams in beams)
+        prefix_rows = [[list(p) for _, p in user_beams] + [[(0,) * n_signals] * level]
+                       * (width - len(user_beams)) for user_beams in beams]
+        prefix = torch.tensor(prefix_rows, dtype=torch.long).view(batch_size, width, level,
+                                                                  n_signals)
+        parent = None if parents is None else torch.tensor(
+            [p + [0] * (width - len(p)) for p in parents], dtype=torch.long)
+        log_probs = step_fn(prefix, parent).cpu()
+        n_codes = log_probs.shape[-1]
+        new_beams, parents = [], []
+        for b, user_beams in enumerate(beams):
+            totals, valids, origin = [], [], []
+            for w, (score, path) in enumerate(user_beams):
+                allowed = prefix_allowed_tokens_fn(b, path)
+                if not allowed:
+                    continue
+                if n_signals == 1:
+                    # LETTER-style: mask the full vocabulary, keep every entry as a candidate.
+                    mask = torch.full((n_codes,), float("-inf"))
+                    mask[[a[0] for a in allowed]] = 0.0
+                    totals.append(score + (log_probs[b, w, 0] + mask))
+                    valids.append(mask == 0)
+                    origin.extend((w, path, (c,)) for c in range(n_codes))
+                else:
+                    idx = torch.tensor(allowed, dtype=torch.long)     # [A, S]
+                    totals.append(score + _tuple_scores([log_probs[b, w, s][idx[:, s]]
+                                                         for s in range(n_signals)]))
+                    valids.append(torch.ones(len(allowed), dtype=torch.bool))
+                    origin.extend((w, path, code) for code in allowed)
+            kept, kept_parents = [], []
+            if totals:
+                flat, valid = torch.cat(totals), torch.cat(valids)
+                key = torch.where(valid, flat.nan_to_num(neginf=torch.finfo(flat.dtype).min),
+                                  torch.full_like(flat, float("-inf")))
+                top_key, pick = key.topk(min(beam_size, key.shape[0]))
+                for k, i in zip(top_key.tolist(), pick.tolist()):
+                    if k == float("-inf"):
+                        break
+                    w, path, code = origin[i]
+                    kept.append((flat[i], path + (code,)))
+                    kept_parents.append(w)
+            new_beams.append(kept)
+            parents.append(kept_parents)
+        beams = new_beams
+    width = min(beam_size, max(1, max(len(u) for u in beams)))
+    items = torch.full((batch_size, width), -1, dtype=torch.long)
+    scores = torch.full((batch_size, width), float("-inf"))
+    for b, user_beams in enumerate(beams):
+        for w, (score, path) in enumerate(user_beams[:width]):
+            items[b, w] = leaf[path]
+            scores[b, w] = score
+    return _pad_result(items, scores, beam_size, topk)

@@ -1,0 +1,169 @@
+"""Readers for the Amazon 2014 review data as McAuley distributes it.
+
+* reviews: ``reviews_<Cat>_5.json(.gz)``, one object a line with ``reviewerID``, ``asin``,
+  ``unixReviewTime`` (JSON in the re-issue, a Python dict literal in the original dump);
+* ratings: ``ratings_<Cat>.csv``, no header, ``user,item,rating,timestamp``;
+* metadata: ``meta_<Cat>.json(.gz)``, one object a line with ``asin``, ``title``,
+  ``description``, ``brand``, ``categories`` (Python literals or JSON);
+* image features: ``image_features_<Cat>.b`` (see :mod:`.image_features`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from recbole_bbqrec.preprocess.io_utils import LineTally, open_text, parse_record
+from recbole_bbqrec.preprocess.records import ItemMeta, clean_token
+
+# Short benchmark names -> McAuley's file-name category names.
+CATEGORY_ALIASES: dict[str, list[str]] = {
+    "Sports": ["Sports_and_Outdoors"],
+    "Toys": ["Toys_and_Games"],
+    "Clothing": ["Clothing_Shoes_and_Jewelry"],
+    "Home": ["Home_and_Kitchen"],
+    "Health": ["Health_and_Personal_Care"],
+    "CDs": ["CDs_and_Vinyl"],
+    "Phones": ["Cell_Phones_and_Accessories"],
+    "Cell_Phones": ["Cell_Phones_and_Accessories"],
+    "Games": ["Video_Games"],
+    "Tools": ["Tools_and_Home_Improvement"],
+    "Office": ["Office_Products"],
+    "Pet": ["Pet_Supplies"],
+    "Grocery": ["Grocery_and_Gourmet_Food"],
+    "Instruments": ["Musical_Instruments"],
+}
+
+
+def category_names(name: str) -> list[str]:
+    return [name] + [a for a in CATEGORY_ALIASES.get(name, []) if a != name]
+
+
+def expected_raw_files(directory: Path, name: str) -> dict[str, list[Path]]:
+    """Every file name the raw McAuley layout may use for ``name``, by role, in preference order."""
+    roles: dict[str, list[Path]] = {"reviews": [], "ratings": [], "meta": [], "image": []}
+    for cat in category_names(name):
+        for stem in (f"reviews_{cat}_5", f"reviews_{cat}"):
+            roles["reviews"] += [directory / f"{stem}.json.gz", directory / f"{stem}.json"]
+        roles["ratings"].append(directory / f"ratings_{cat}.csv")
+        roles["meta"] += [directory / f"meta_{cat}.json.gz", directory / f"meta_{cat}.json"]
+        roles["image"].append(directory / f"image_features_{cat}.b")
+    return roles
+
+
+def first_existing(paths: list[Path]) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _review_time(record: dict) -> float | None:
+    value = record.get("unixReviewTime")
+    if value is not None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    text = record.get("reviewTime")  # e.g. "01 30, 2014" when the unix time is missing
+    if isinstance(text, str):
+        try:
+            day = datetime.strptime(text.strip(), "%m %d, %Y").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+        return day.timestamp()
+    return None
+
+
+def _frame(users: list[str], items: list[str], times: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"user": users, "item": items, "timestamp": pd.Series(times, dtype="float64")}
+    ).assign(order=lambda f: range(len(f)))
+
+
+def read_reviews(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, LineTally]:
+    """(user, item, timestamp, order) rows of a reviews file; malformed lines are tallied."""
+    tally = LineTally(path, max_bad_fraction)
+    users: list[str] = []
+    items: list[str] = []
+    times: list[float] = []
+    with open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            record = parse_record(line)
+            user = record.get("reviewerID") if record else None
+            item = record.get("asin") if record else None
+            when = _review_time(record) if record else None
+            if not (isinstance(user, str) and isinstance(item, str) and user.strip()
+                    and item.strip() and when is not None):
+                tally.bad_line(number, line)
+                continue
+            tally.ok()
+            users.append(clean_token(user))
+            items.append(clean_token(item))
+            times.append(when)
+    tally.check()
+    return _frame(users, items, times), tally
+
+
+def read_ratings_csv(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, LineTally]:
+    """(user, item, timestamp, order) rows of a headerless ``user,item,rating,timestamp`` CSV."""
+    tally = LineTally(path, max_bad_fraction)
+    users: list[str] = []
+    items: list[str] = []
+    times: list[float] = []
+    with open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split(",")
+            try:
+                if len(fields) != 4 or not fields[0].strip() or not fields[1].strip():
+                    raise ValueError
+                float(fields[2])
+                when = float(fields[3])
+            except ValueError:
+                tally.bad_line(number, line)
+                continue
+            tally.ok()
+            users.append(clean_token(fields[0]))
+            items.append(clean_token(fields[1]))
+            times.append(when)
+    tally.check()
+    return _frame(users, items, times), tally
+
+
+_ASIN_FIELD = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
+
+
+def read_meta(
+    path: Path, wanted: set[str], max_bad_fraction: float
+) -> tuple[dict[str, ItemMeta], LineTally]:
+    """Metadata of the items in ``wanted`` (first record wins for a repeated asin).
+
+    Lines whose ``asin`` field is visibly for an unwanted item are skipped without a full
+    parse: the full-category dumps hold millions of items and ``ast.literal_eval`` is slow.
+    They still count as lines; malformed ones among them go unnoticed, which is harmless.
+    """
+    tally = LineTally(path, max_bad_fraction)
+    meta: dict[str, ItemMeta] = {}
+    with open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            quick = _ASIN_FIELD.search(line[:300])
+            if quick and clean_token(quick.group(1)) not in wanted:
+                tally.ok()
+                continue
+            record = parse_record(line)
+            asin = record.get("asin") if record else None
+            if not isinstance(asin, str) or not asin.strip():
+                tally.bad_line(number, line)
+                continue
+            tally.ok()
+            asin = clean_token(asin)
+            if asin in wanted and asin not in meta:
+                meta[asin] = ItemMeta.from_record(record)
+    tally.check()
+    return meta, tally

@@ -1,0 +1,148 @@
+"""Atomic file writing and tolerant line reading shared by the preprocessing readers.
+
+Every output of the pipeline goes through :func:`atomic_path`: the bytes are written to a
+temporary file in the *same* folder (so ``os.replace`` is a rename on one file system, which
+is atomic on POSIX and Windows) and only renamed onto the target once fully written and
+flushed.  An exception or a kill in the middle leaves the old target (or nothing) in place,
+never a truncated file.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recbole_bbqrec.preprocess.errors import MalformedInputError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs should get the ordinary permissions of a new file.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; rename it onto ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The suffix keeps numpy from appending ".npy" to a name that lacks it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # make the bytes durable before they become visible
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_lines(target: str | os.PathLike, lines: Iterator[str] | list[str]) -> None:
+    """Write ``lines`` (without newlines) one per line, streaming into the temp file."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            for line in lines:
+                fh.write(line)
+                fh.write("\n")
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_npy(target: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def open_text(path: str | os.PathLike):
+    """Open a plain or gzip-compressed text file (McAuley ships both) for line reading."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def parse_record(line: str) -> dict | None:
+    """Parse one metadata/review line: strict JSON first, then a Python literal.
+
+    McAuley's original 2014 dumps are Python ``repr`` dicts (single quotes), the re-issue is
+    JSON. ``ast.literal_eval`` only builds literals, so a hostile line cannot run code.
+    Returns ``None`` for anything that is not a dict.
+    """
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        try:
+            obj = ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+            return None
+    return obj if isinstance(obj, dict) else None
+
+
+@dataclass
+class LineTally:
+    """Counts malformed lines of one input file and enforces ``max_bad_fraction``."""
+
+    path: Path
+    max_bad_fraction: float
+    total: int = 0
+    bad: int = 0
+    first_bad_line: int | None = None
+    first_bad_text: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def ok(self) -> None:
+        self.total += 1
+
+    def bad_line(self, line_number: int, text: str) -> None:
+        self.total += 1
+        self.bad += 1
+        if self.first_bad_line is None:
+            self.first_bad_line = line_number
+            self.first_bad_text = text.strip()[:120]
+
+    def check(self) -> None:
+        """Raise when too many lines were malformed (or nothing usable was read)."""
+        if self.total == 0 or self.total == self.bad:
+            raise MalformedInputError(
+                f"{self.path}: no usable records ({self.bad} malformed of {self.total} non-empty "
+                f"lines{self._first_bad()}). Is this the right file?"
+            )
+        fraction = self.bad / self.total
+        if fraction > self.max_bad_fraction:
+            raise MalformedInputError(
+                f"{self.path}: {self.bad} of {self.total} lines are malformed "
+                f"({fraction:.2%} > max_bad_fraction {self.max_bad_fraction:.2%}){self._first_bad()}. "
+                "Repair the file, or pass a larger --max_bad_fraction to skip them."
+            )
+
+    def _first_bad(self) -> str:
+        if self.first_bad_line is None:
+            return ""
+        return f"; first bad line {self.first_bad_line}: {self.first_bad_text!r}"

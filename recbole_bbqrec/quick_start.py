@@ -1,0 +1,128 @@
+"""The one pipeline behind the CLI, Ray Tune and tests.
+
+``run()``: config -> (preprocess if the atomic files are missing) -> RecBole dataset and
+leave-one-out split -> (stage 1 semantic IDs, for models that declare one) -> model and
+trainer -> fit with early stopping on validation -> test with RecBole's evaluator -> results
+JSON. ``--stage`` stops early: ``preprocess``, ``tokenizer`` (stage 1 only), ``all``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from logging import getLogger
+
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_bbqrec.config import Config
+from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
+                                    write_result)
+from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, get_trainer
+
+STAGES = ("all", "preprocess", "tokenizer", "generator")
+
+
+def ensure_dataset(config) -> dict | None:
+    """Run the preprocessing pipeline when ``config['data_path']`` lacks the dataset."""
+    from recbole_bbqrec.preprocess import dataset_ready, preprocess_dataset
+
+    name = config["dataset"]
+    out_dir = os.path.dirname(os.path.normpath(config["data_path"]))
+    if dataset_ready(name, out_dir) and config["stage"] != "preprocess":
+        return None
+    getLogger().info(set_color("preprocess", "green") + f": building {name} under {out_dir}")
+    return preprocess_dataset(name, out_dir=out_dir, raw_dir=config["raw_dir"],
+                              text_model=config["text_model"],
+                              show_progress=config["show_progress"])
+
+
+def build_config(model=None, dataset=None, config_file_list=None, config_dict=None,
+                 argv=None) -> Config:
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                    config_dict=config_dict, argv=argv)
+    if config["stage"] not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {config['stage']!r}")
+    return config
+
+
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=None,
+        saved: bool = True, verbose: bool = True) -> dict:
+    """Train and test one model on one dataset; return the record written to ``results/``.
+
+    Args:
+        model, dataset, config_file_list, config_dict: as for RecBole's ``run_recbole``.
+        argv: ``--key=value`` command-line arguments (the CLI passes ``sys.argv[1:]``).
+        saved: keep the best checkpoint and test with it (RecBole's meaning).
+        verbose: log per-epoch progress.
+    """
+    config = build_config(model, dataset, config_file_list, config_dict, argv)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    disable_anomaly_detection()
+    if config["torch_threads"]:
+        torch.set_num_threads(int(config["torch_threads"]))
+    logger = getLogger()
+    if config.unknown_keys:
+        logger.warning(f"Unknown config key(s) {config.unknown_keys} were ignored.")
+    logger.info(config)
+
+    stats = ensure_dataset(config)
+    if config["stage"] == "preprocess":
+        return {"dataset": config["dataset"], "stage": "preprocess", "stats": stats}
+
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model_class = get_model(config["model"])
+
+    record = {"model": config["model"], "label": run_label(config), "dataset": config["dataset"],
+              "command": command_line()}
+    stage1 = getattr(model_class, "prepare_stage1", None)
+    if callable(stage1):  # generative models: semantic IDs first (cached by config hash)
+        t0 = time.time()
+        record["stage1"] = stage1(config, train_data._dataset)
+        record["stage1_s"] = round(time.time() - t0, 2)
+        if config["stage"] == "tokenizer":
+            return record
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    # RecBole names checkpoints by the second; parallel runs (Ray, compare --run) need more.
+    trainer.saved_model_file = os.path.join(
+        trainer.checkpoint_dir, f"{run_label(config)}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pth")
+
+    t0 = time.time()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"])
+    train_s = time.time() - t0
+    t0 = time.time()
+    test_result = trainer.evaluate(test_data, load_best_model=saved,
+                                   show_progress=config["show_progress"])
+    eval_s = time.time() - t0
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    record.update({
+        "config": config.plain_dict(),
+        "valid": plain_metrics(best_valid_result),
+        "test": plain_metrics(test_result),
+        "best_valid_score": float(best_valid_score),
+        "epochs_trained": len(trainer.train_loss_dict),
+        "train_s": round(train_s, 2),
+        "eval_s": round(eval_s, 2),
+        "peak_rss_mb": peak_rss_mb(),
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    record["result_file"] = write_result(config["results_dir"], record,
+                                         per_user=getattr(trainer, "last_per_user", None))
+    return record
+
+
+def run_label(config) -> str:
+    """Name of a run in tables and file names: the model, plus ``run_tag`` when set."""
+    tag = config["run_tag"]
+    return f"{config['model']}-{tag}" if tag else config["model"]

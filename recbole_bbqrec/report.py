@@ -1,0 +1,225 @@
+"""One markdown report per dataset from everything run so far:
+``python -m recbole_bbqrec.report --dataset=Beauty`` -> ``reports/Beauty.md``.
+
+Sections (each table or figure is followed by the files and commands that produced it; a
+missing piece becomes a line naming the command that produces it):
+
+- overall comparison in the paper's Table-2 layout, plus the per-run table (``compare.py``);
+- ablations: runs whose ``run_tag`` starts with ``ablation-``, against the full target model;
+- stage-1 codebook statistics (``results/<dataset>/stage1-*.json``) and speed measurements
+  (``results/<dataset>/bench-*.json``): any JSON list of dicts (or one dict) becomes a table;
+- hyper-parameter sweeps: ``sweep.json`` + ``sweep.png`` written by ``run_hyper.py`` under
+  ``ray_results/`` or ``results/<dataset>/sweeps/``; figures are copied next to the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import time
+
+from recbole_bbqrec import compare
+from recbole_bbqrec.results import load_results
+
+
+def _rel(path: str, start: str) -> str:
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:  # another drive
+        return path
+
+
+def _sources(records: list[dict], out_dir: str) -> str:
+    lines = ["Produced by:"]
+    for r in records:
+        lines.append(f"- `{_rel(r['_path'], out_dir)}`: `{r.get('command') or '(no command recorded)'}`")
+    return "\n".join(lines)
+
+
+def overall_section(records: list[dict], dataset: str, target: str, out_dir: str) -> str:
+    head = "## Overall performance (paper Table 2)\n\n"
+    runs = [r for r in compare.select_runs(records) if not compare.is_ablation(r)]
+    if not runs:
+        return head + (f"No results for {dataset} yet. Produce them with "
+                       f"`python -m recbole_bbqrec.compare results/{dataset} --run table2 "
+                       f"--dataset={dataset}` (or `python run_recbole_bbqrec.py --model=<Model> "
+                       f"--dataset={dataset}` per model).\n")
+    table, (header, rows) = compare.build_tables(records, target=target)
+    chosen = compare.order_records(runs, preferred=compare.table2_order())
+    text = head + "Test split, leave-one-out, full ranking; best per row in bold, second "
+    text += "underlined; Improv. and the paired t-test are target vs the best other column.\n\n"
+    text += compare.table2_markdown(table) + "\n\n"
+    text += "### Every run (newest per label)\n\n" + compare.to_markdown(header, rows) + "\n\n"
+    return text + _sources(chosen, out_dir) + "\n"
+
+
+def ablation_section(records: list[dict], dataset: str, target: str, out_dir: str) -> str:
+    head = "## Ablations (paper Tables 3-4)\n\n"
+    newest = compare.select_runs(records)
+    variants = [r for r in newest if compare.is_ablation(r)]
+    if not variants:
+        return head + (f"No ablation runs for {dataset}. Produce them with `python "
+                       f"run_recbole_bbqrec.py --model={target} --dataset={dataset} "
+                       f"--run_tag=ablation-<variant> --<switch>=<value>`.\n")
+    full = [r for r in newest if compare.label_of(r) == target]
+    table = compare.paper_table(variants + full, target=target)
+    text = head + f"Variants against the full {target} (Improv. = full model vs best variant).\n\n"
+    text += compare.table2_markdown(table) + "\n\n"
+    return text + _sources(variants + full, out_dir) + "\n"
+
+
+def json_rows(data) -> list[dict]:
+    """A JSON list of dicts, ``{"rows": [...]}``, or one flat dict -> rows of plain cells."""
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise ValueError("expected a list of objects, {\"rows\": [...]} or one object")
+    return data
+
+
+def rows_markdown(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "command"))
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, sort_keys=True)
+        return "-" if value is None else str(value)
+
+    return compare.to_markdown(columns, [[cell(row.get(c)) for c in columns] for row in rows])
+
+
+def json_tables_section(title: str, pattern: str, folder: str, out_dir: str, how: str) -> str:
+    head = f"## {title}\n\n"
+    paths = sorted(glob.glob(os.path.join(folder, pattern)))
+    if not paths:
+        return head + f"No `{pattern}` files in `{_rel(folder, out_dir)}`. {how}\n"
+    parts = [head]
+    for path in paths:
+        name = os.path.basename(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            rows = json_rows(data)
+        except (OSError, ValueError) as err:
+            parts.append(f"`{name}` could not be read: {err}\n\n")
+            continue
+        parts.append(f"### {name}\n\n{rows_markdown(rows)}\n\n")
+        commands = [r["command"] for r in rows if r.get("command")]
+        if isinstance(data, dict) and data.get("command"):
+            commands.insert(0, data["command"])
+        parts.append(f"Produced by: `{_rel(path, out_dir)}`")
+        for command in dict.fromkeys(commands):
+            parts.append(f"; `{command}`")
+        parts.append("\n\n")
+    return "".join(parts).rstrip() + "\n"
+
+
+def find_sweeps(dataset: str, results_dir: str, ray_results: str) -> list[dict]:
+    """``sweep.json`` summaries for ``dataset``, plus bare PNGs under results/<dataset>/sweeps."""
+    sweeps, seen = [], set()
+    roots = [os.path.join(results_dir, dataset, "sweeps"), ray_results]
+    for root in roots:
+        for path in sorted(glob.glob(os.path.join(root, "**", "sweep.json"), recursive=True)):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    summary = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if summary.get("dataset") != dataset:
+                continue
+            folder = os.path.dirname(path)
+            plot = os.path.join(folder, "sweep.png")
+            summary.update(_folder=folder, plot=plot if os.path.isfile(plot) else None,
+                           csv=os.path.join(folder, "trials.csv"))
+            sweeps.append(summary)
+            seen.add(os.path.abspath(folder))
+    bare = os.path.join(results_dir, dataset, "sweeps")
+    for png in sorted(glob.glob(os.path.join(bare, "**", "*.png"), recursive=True)):
+        if os.path.abspath(os.path.dirname(png)) not in seen:
+            sweeps.append({"_folder": os.path.dirname(png), "plot": png, "name": png})
+    return sweeps
+
+
+def sweeps_section(dataset: str, results_dir: str, ray_results: str, out_dir: str,
+                   figures_dir: str) -> str:
+    head = "## Hyper-parameter sweeps (paper Figure 3)\n\n"
+    sweeps = find_sweeps(dataset, results_dir, ray_results)
+    if not sweeps:
+        return head + (f"No sweeps for {dataset}. Produce one with `python run_hyper.py "
+                       f"--dataset={dataset} --model=BBQRec --space "
+                       f"properties/hyper/bbqrec_lndk.yaml`.\n")
+    parts = [head]
+    for i, sweep in enumerate(sweeps):
+        name = os.path.basename(os.path.normpath(sweep["_folder"]))
+        parts.append(f"### {name}\n\n")
+        if sweep.get("plot"):
+            os.makedirs(figures_dir, exist_ok=True)
+            target = os.path.join(figures_dir, f"{i:02d}-{name}.png")
+            tmp = os.path.join(figures_dir, f".tmp-{os.getpid()}.png")
+            shutil.copyfile(sweep["plot"], tmp)
+            os.replace(tmp, target)
+            parts.append(f"![{name}]({_rel(target, out_dir)})\n\n")
+        else:
+            parts.append("No plot: no trial of this sweep reported a validation score.\n\n")
+        best = sweep.get("best")
+        if best:
+            params = ", ".join(f"{k}={best.get(k)}" for k in sweep.get("searched", []))
+            parts.append(f"Best valid NDCG@10 {best.get('ndcg@10')} ({params}); "
+                         f"{sweep.get('n_trials')} trials, {sweep.get('n_errors')} errored.\n\n")
+        sources = [f"`{_rel(p, out_dir)}`" for p in (sweep.get("csv"), sweep.get("plot"))
+                   if p and os.path.isfile(p)]
+        parts.append("Produced by: " + ", ".join(sources or ["(files moved)"]))
+        if sweep.get("command"):
+            parts.append(f"; `{sweep['command']}`")
+        parts.append("\n\n")
+    return "".join(parts).rstrip() + "\n"
+
+
+def build_report(dataset: str, results_dir: str = "results", out_dir: str = "reports",
+                 ray_results: str = "ray_results", target: str = "BBQRec") -> str:
+    """Write ``<out_dir>/<dataset>.md`` and return its path."""
+    folder = os.path.join(results_dir, dataset)
+    records = load_results(folder) if os.path.isdir(folder) else []
+    os.makedirs(out_dir, exist_ok=True)
+    sections = [
+        f"# {dataset}: recbole_bbqrec results\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} "
+        f"from `{folder}` by `python -m recbole_bbqrec.report --dataset={dataset}`.\n",
+        overall_section(records, dataset, target, out_dir),
+        ablation_section(records, dataset, target, out_dir),
+        json_tables_section("Stage-1 semantic IDs: collisions and codebook use", "stage1-*.json",
+                            folder, out_dir, f"They are written by stage 1 (`python "
+                            f"run_recbole_bbqrec.py --model={target} --dataset={dataset} "
+                            f"--stage=tokenizer`)."),
+        json_tables_section("Speed (paper Table 6)", "bench-*.json", folder, out_dir,
+                            "They are written by the benchmarks in `bench/`."),
+        sweeps_section(dataset, results_dir, ray_results, out_dir,
+                       os.path.join(out_dir, f"{dataset}-figures")),
+    ]
+    path = os.path.join(out_dir, f"{dataset}.md")
+    compare.write_text_atomic("\n".join(sections), path)
+    return path
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", "-d", required=True)
+    parser.add_argument("--results", default="results", help="results root (results/<dataset>)")
+    parser.add_argument("--out", default="reports", help="where <dataset>.md is written")
+    parser.add_argument("--ray_results", default="ray_results", help="run_hyper.py outputs")
+    parser.add_argument("--target", default="BBQRec", help="the model Improv./p-value are for")
+    args = parser.parse_args(argv)
+    path = build_report(args.dataset, args.results, args.out, args.ray_results, args.target)
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

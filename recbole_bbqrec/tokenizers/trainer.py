@@ -1,0 +1,302 @@
+"""Plain-torch training loop for any stage-1 tokenizer (BBQ, RQ-VAE, LETTER).
+
+fit(features, masks, train_sequences) ->
+  1. seed torch / numpy / random; k-means init of the codebooks on all items' encoder outputs;
+  2. per epoch: sequence tokenizers get (history <= max_history, next item) pairs from the
+     TRAINING sequences minus each one's last item, plus a cycling batch of items so every
+     item trains; others get shuffled item batches. CLUB nets get their own optimiser step;
+  3. validation (every eval_every epochs): recall@10 of each training sequence's held-out last
+     item for sequence tokenizers, else -(recon + RQ) over all items; early stopping after
+     ``patience`` evaluations without improvement; best state checkpointed atomically;
+  4. dead codes re-seeded after each epoch; < collapse_threshold usage -> logger.warning;
+  5. best state restored; codes, raw collisions, make_unique, zq recomputed from the final codes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recbole_bbqrec.tokenizers.base import ItemTokenizer
+from recbole_bbqrec.tokenizers.semantic_ids import count_collisions, make_unique
+
+
+@dataclass
+class Stage1Result:
+    codes: np.ndarray  # [n_items, L, S] int64, collision-free
+    zq: np.ndarray  # [n_items, S*D] float32, quantized vectors of the final codes
+    signal_names: list[str]
+    raw_collisions: int  # items sharing a full ID before make_unique
+    collisions: int  # after make_unique (0)
+    code_usage: dict[str, list[float]]  # codebook set ('shared' or signal) -> fraction used per level
+    best_valid: float
+    valid_metric: str
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    raw_codes: np.ndarray | None = None  # [n_items, L, S] before make_unique
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_pairs(
+    train_sequences: Sequence[np.ndarray], n_items: int, max_history: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(training pairs, validation pairs): each as {'history' [P, max_history] right-padded
+    with 0, 'history_len' [P], 'target' [P]}. The last item of every sequence (len >= 2) is
+    the validation target; training pairs come from the rest."""
+    train, valid = ([], [], []), ([], [], [])
+
+    def add(store, hist: np.ndarray, target: int) -> None:
+        hist = hist[-max_history:]
+        row = np.zeros(max_history, dtype=np.int64)
+        row[: len(hist)] = hist
+        store[0].append(row)
+        store[1].append(len(hist))
+        store[2].append(target)
+
+    for u, seq in enumerate(train_sequences):
+        seq = np.asarray(seq, dtype=np.int64)
+        if seq.ndim != 1 or (len(seq) and (seq.min() < 0 or seq.max() >= n_items)):
+            raise ValueError(f"training sequence {u} must be 1-D item indices in [0, {n_items}), got {seq[:10]}")
+        if len(seq) < 2:
+            continue
+        add(valid, seq[:-1], int(seq[-1]))
+        for t in range(1, len(seq) - 1):
+            add(train, seq[:t], int(seq[t]))
+    if not train[0]:
+        raise ValueError("no training pairs: sequences need >= 3 items (one is held out for validation)")
+
+    def pack(store) -> dict[str, torch.Tensor]:
+        return {
+            "history": torch.as_tensor(np.stack(store[0])),
+            "history_len": torch.as_tensor(np.asarray(store[1], dtype=np.int64)),
+            "target": torch.as_tensor(np.asarray(store[2], dtype=np.int64)),
+        }
+
+    return pack(train), pack(valid)
+
+
+def save_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer, meta: dict) -> None:
+    """state_dict + plain-Python metadata, written atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": tokenizer.state_dict(), "meta": meta}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer) -> dict:
+    """Loads weights into tokenizer (weights_only, no pickled objects); returns the metadata."""
+    blob = torch.load(path, map_location=tokenizer.device, weights_only=True)
+    tokenizer.load_state_dict(blob["state_dict"])
+    return blob["meta"]
+
+
+class TokenizerTrainer:
+    def __init__(
+        self,
+        tokenizer: ItemTokenizer,
+        *,
+        epochs: int = 100,
+        batch_size: int = 256,
+        item_batch_size: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        mim_lr: float | None = None,
+        patience: int = 10,
+        eval_every: int = 1,
+        checkpoint_path: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        show_progress: bool = False,
+        logger: logging.Logger | None = None,
+        seed: int = 2024,
+        max_history: int = 20,
+        grad_clip: float | None = 1.0,
+        steps_per_epoch: int | None = None,
+        reseed_dead_codes: bool = True,
+        dead_code_min_count: float = 1.0,
+        collapse_threshold: float = 0.1,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.epochs, self.batch_size = epochs, batch_size
+        self.item_batch_size = item_batch_size or batch_size
+        self.lr, self.weight_decay, self.mim_lr = lr, weight_decay, mim_lr or lr
+        self.patience, self.eval_every = patience, max(1, eval_every)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.device = torch.device(device)
+        self.show_progress = show_progress
+        self.logger = logger or logging.getLogger(__name__)
+        self.seed, self.max_history, self.grad_clip = seed, max_history, grad_clip
+        self.steps_per_epoch = steps_per_epoch
+        self.reseed, self.dead_code_min_count = reseed_dead_codes, dead_code_min_count
+        self.collapse_threshold = collapse_threshold
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _code_usage(self, codes: np.ndarray) -> dict[str, list[float]]:
+        tok, n_codes = self.tokenizer, self.tokenizer.quantizer.codebook_size
+        if tok.quantizer.n_codebook_sets == 1:
+            groups = {"shared": codes.transpose(0, 2, 1).reshape(-1, codes.shape[1])}  # [n*S, L]
+        else:
+            groups = {s: codes[:, :, i] for i, s in enumerate(tok.signal_names)}
+        return {k: [len(np.unique(c[:, l])) / n_codes for l in range(c.shape[1])] for k, c in groups.items()}
+
+    def _warn_collapse(self, usage: dict[str, list[float]], epoch: int) -> None:
+        for name, levels in usage.items():
+            if min(levels) < self.collapse_threshold:
+                self.logger.warning(
+                    "stage 1 epoch %d: codebook collapse in set %r, fraction of codes used per level %s "
+                    "(< %.0f%%); consider a smaller N, more k-means iterations or a lower lr",
+                    epoch, name, [round(u, 3) for u in levels], 100 * self.collapse_threshold,
+                )
+
+    def _check_finite(self, parts: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+        bad = {k: float(v.detach()) for k, v in parts.items() if not torch.isfinite(v).all()}
+        if bad:
+            kept = f"; the last good checkpoint {self.checkpoint_path} is kept" if self.checkpoint_path else ""
+            raise FloatingPointError(
+                f"stage-1 loss is not finite at epoch {epoch} step {step}: {bad}{kept}. "
+                "Lower lr, enable grad_clip, or check the input features"
+            )
+
+    # ---- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        features: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor] | None = None,
+        train_sequences: Sequence[np.ndarray] | None = None,
+    ) -> Stage1Result:
+        start_time = time.time()
+        seed_everything(self.seed)
+        tok = self.tokenizer.to(self.device)
+        tok.set_features(features, masks)
+        n_items = tok.n_items
+        valid = None
+        if tok.uses_sequences:
+            if train_sequences is None:
+                raise ValueError(f"{type(tok).__name__} with the contrastive task needs train_sequences")
+            pairs, valid = build_pairs(train_sequences, n_items, self.max_history)
+            pairs = {k: v.to(self.device) for k, v in pairs.items()}
+            valid = {k: v.to(self.device) for k, v in valid.items()}
+            n_samples = len(pairs["target"])
+        else:
+            n_samples = n_items
+        tok.init_codebooks()
+        main_opt = torch.optim.AdamW(tok.main_parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        mim_params = tok.mim_parameters()
+        mim_opt = torch.optim.Adam(mim_params, lr=self.mim_lr) if mim_params else None
+        steps = math.ceil(n_samples / self.batch_size)
+        if self.steps_per_epoch:
+            steps = min(steps, self.steps_per_epoch)
+
+        best_score, best_epoch, best_state, evals_since_best = -math.inf, 0, None, 0
+        item_order, item_cursor = torch.randperm(n_items, device=self.device), 0
+        history, epoch = [], 0
+        for epoch in range(1, self.epochs + 1):
+            tok.train()
+            order = torch.randperm(n_samples, device=self.device)
+            sums: dict[str, float] = {}
+            bar = tqdm(range(steps), desc=f"stage1 epoch {epoch}", disable=not self.show_progress, leave=False)
+            for step in bar:
+                idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+                if tok.uses_sequences:
+                    if item_cursor + self.item_batch_size > n_items:
+                        item_order, item_cursor = torch.randperm(n_items, device=self.device), 0
+                    items = item_order[item_cursor : item_cursor + self.item_batch_size]
+                    item_cursor += self.item_batch_size
+                    lengths = pairs["history_len"][idx]
+                    batch = {
+                        "items": items,
+                        "history": pairs["history"][idx, : int(lengths.max())],
+                        "history_len": lengths,
+                        "target": pairs["target"][idx],
+                    }
+                else:
+                    batch = {"items": idx}
+                parts = tok.loss(batch)
+                self._check_finite(parts, epoch, step)
+                main_opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                if self.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(tok.main_parameters(), self.grad_clip)
+                main_opt.step()
+                if mim_opt is not None:
+                    # q(s|b) fitted on detached pairs; drop the grads the bound left on it
+                    mim_opt.zero_grad(set_to_none=True)
+                    parts["mim_learning"].backward()
+                    mim_opt.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if self.show_progress:
+                    bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
+            record = {k: v / steps for k, v in sums.items()}
+            record["epoch"] = epoch
+            if epoch % self.eval_every == 0 or epoch == self.epochs:
+                score = tok.validation_score(valid)
+                record["valid"] = score
+                if score > best_score:
+                    best_score, best_epoch, evals_since_best = score, epoch, 0
+                    best_state = copy.deepcopy(tok.state_dict())
+                    if self.checkpoint_path:
+                        meta = {"epoch": epoch, "valid": score, "metric": tok.validation_metric,
+                                "tokenizer": type(tok).__name__, "signals": list(tok.signal_names)}
+                        save_checkpoint(self.checkpoint_path, tok, meta)
+                else:
+                    evals_since_best += 1
+            usage = self._code_usage(tok.encode_all().codes)
+            record["min_code_usage"] = min(min(v) for v in usage.values())
+            self._warn_collapse(usage, epoch)
+            history.append(record)
+            self.logger.info("stage 1 epoch %d: %s", epoch, {k: round(v, 5) for k, v in record.items()})
+            if evals_since_best >= self.patience:
+                self.logger.info("stage 1: early stop at epoch %d (best %s=%.5f at epoch %d)",
+                                 epoch, tok.validation_metric, best_score, best_epoch)
+                break
+            if self.reseed and epoch < self.epochs:
+                tok.reseed_dead_codes(self.dead_code_min_count)
+
+        if best_state is not None:
+            tok.load_state_dict(best_state)
+        encoded = tok.encode_all()
+        raw = count_collisions(encoded.codes)
+        codes = make_unique(encoded.codes, encoded.last_distances) if raw else encoded.codes
+        usage = self._code_usage(codes)
+        self._warn_collapse(usage, best_epoch)
+        return Stage1Result(
+            codes=codes,
+            zq=tok.zq_from_codes(codes),
+            signal_names=list(tok.signal_names),
+            raw_collisions=raw,
+            collisions=count_collisions(codes),
+            code_usage=usage,
+            best_valid=best_score,
+            valid_metric=tok.validation_metric,
+            best_epoch=best_epoch,
+            epochs_run=epoch,
+            train_seconds=time.time() - start_time,
+            raw_codes=encoded.codes,
+            history=history,
+        )

@@ -1,0 +1,191 @@
+"""Trainers with safe checkpoints: state dicts plus plain config data, loaded weights-only.
+
+RecBole 1.2.1 pickles its whole ``Config`` object into every checkpoint and reloads it with a
+bare ``torch.load``; torch>=2.6 loads weights-only by default, so RecBole's test step after
+training crashes. Switching weights-only off globally would let any checkpoint run pickled
+code, so instead the save side writes only tensors and plain data and the load side always
+passes ``weights_only=True``. ``make_safe`` applies this to any RecBole trainer class.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_bbqrec.config import to_plain
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN/Inf; the last good checkpoint is left untouched."""
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temp file in the target folder, then rename (no half files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str, device="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; a clear error if it needs unpickling."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError subclasses with long texts
+        raise RuntimeError(
+            f"Refusing to load {path}: it is not a weights-only checkpoint (it would need to "
+            f"unpickle Python objects, e.g. one written by plain RecBole). Re-train with "
+            f"recbole_bbqrec, or convert it in a trusted session. Cause: {err}") from err
+
+
+class SafeCheckpointMixin:
+    """Overrides RecBole's checkpoint save/resume/evaluate-loading with weights-only I/O."""
+
+    def checkpoint_meta(self) -> dict:
+        """Extra plain data stored in the checkpoint (models may add identity checks)."""
+        meta = getattr(self.model, "checkpoint_meta", None)
+        return to_plain(meta()) if callable(meta) else {}
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        best = self.best_valid_score
+        state = {
+            "config": to_plain(self.config.final_config_dict),
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(best) if best is not None else None,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "meta": self.checkpoint_meta(),
+        }
+        atomic_torch_save(state, saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _load_model_weights(self, checkpoint_file: str) -> dict:
+        checkpoint = load_checkpoint(checkpoint_file, self.device)
+        check = getattr(self.model, "check_checkpoint_meta", None)
+        if callable(check):
+            check(checkpoint.get("meta", {}), checkpoint_file)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        checkpoint = self._load_model_weights(resume_file)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            raise ValueError(f"{resume_file} holds a {checkpoint['config']['model']} model, "
+                             f"not {self.config['model']}.")
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_model_weights(checkpoint_file)
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        # Capture the collected top-k struct on its way to RecBole's evaluator, so per-user
+        # metrics (for paired significance tests) come from exactly what RecBole averaged.
+        evaluator, captured = self.evaluator, {}
+
+        class _Capture:
+            def evaluate(self, struct):
+                captured["struct"] = struct
+                return evaluator.evaluate(struct)
+
+        self.evaluator = _Capture()
+        try:
+            result = super().evaluate(eval_data, load_best_model=False, model_file=None,
+                                      show_progress=show_progress)
+        finally:
+            self.evaluator = evaluator
+        self.last_per_user = per_user_metrics(evaluator, captured.get("struct"))
+        return result
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch = epoch_idx  # for the divergence message
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func,
+                                    show_progress=show_progress)
+
+    def _check_nan(self, loss):
+        if not math.isfinite(float(loss.detach())):
+            raise TrainingDivergedError(
+                f"Training loss is {float(loss.detach())} in epoch {getattr(self, '_epoch', '?')}; "
+                f"stopping. The last good checkpoint ({self.saved_model_file}) is kept; lower "
+                f"learning_rate or set clip_grad_norm and resume from it.")
+
+
+def per_user_metrics(evaluator, struct) -> dict[str, np.ndarray]:
+    """``{"recall@10": [n_users] float32, ...}`` for every top-k metric RecBole computed."""
+    from recbole.evaluator.base_metric import TopkMetric
+
+    if struct is None:
+        return {}
+    out = {}
+    for name, metric in evaluator.metric_class.items():
+        if not isinstance(metric, TopkMetric):
+            continue
+        pos_index, pos_len = metric.used_info(struct)
+        try:
+            values = metric.metric_info(pos_index, pos_len)  # [n_users, max(topk)]
+        except TypeError:  # Hit/MRR/Precision take pos_index only
+            values = metric.metric_info(pos_index)
+        for k in metric.topk:
+            out[f"{name}@{k}"] = np.asarray(values[:, k - 1], dtype=np.float32)
+    return out
+
+
+_SAFE_CLASSES: dict[type, type] = {}
+
+
+def make_safe(trainer_class: type) -> type:
+    """Return ``trainer_class`` with ``SafeCheckpointMixin`` in front (cached per class)."""
+    if issubclass(trainer_class, SafeCheckpointMixin):
+        return trainer_class
+    if trainer_class not in _SAFE_CLASSES:
+        _SAFE_CLASSES[trainer_class] = type(f"Safe{trainer_class.__name__}",
+                                            (SafeCheckpointMixin, trainer_class), {})
+    return _SAFE_CLASSES[trainer_class]
+
+
+SafeTrainer = make_safe(Trainer)
+
+
+class BBQRecTrainer(SafeTrainer):
+    """Trainer of the generative models: validation decodes with ``valid_beam_size`` (cheaper,
+    run every ``eval_step`` epochs), the test with ``beam_size``."""
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        self.model.active_beam_size = self.model.valid_beam_size
+        try:
+            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self.model.active_beam_size = self.model.beam_size
+
+
+TIGERTrainer = BBQRecTrainer

@@ -1,0 +1,439 @@
+"""Hyper-parameter search with Ray Tune over the plugin pipeline (``run_hyper.py`` is the CLI).
+
+A search space is a YAML file (format documented at the top of ``properties/hyper/*.yaml``):
+``key: {sampler: args}`` per searched config key, an optional ``fixed:`` dict, and an optional
+``one_at_a_time: true`` for the paper's Figure-3 protocol (vary one key, the rest at ``base``).
+
+Each trial builds config -> dataset -> (stage 1) -> model -> trainer exactly as
+``quick_start.run`` does and reports the validation metrics after every validation round, so
+ASHA can stop weak trials early; a trial that trains to the end also reports its test metrics.
+The output folder (Ray's experiment folder) receives ``trials.csv`` (one row per trial, errors
+included), ``sweep.png`` (best validation NDCG@10 against each searched key) and
+``sweep.json`` (what ran and where, read by ``report.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import time
+
+import yaml
+
+from recbole_bbqrec.results import command_line, write_json_atomic
+
+SAMPLERS = ("choice", "grid", "uniform", "loguniform", "quniform", "randint", "qrandint")
+VALID_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+TARGET_METRIC = "ndcg@10"
+POINT_KEY = "point"  # one_at_a_time spaces: the whole trial config lives under this key
+PATH_KEYS = ("data_path", "checkpoint_dir", "results_dir", "raw_dir")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+# --- search space ------------------------------------------------------------------------
+class SearchSpace:
+    """A parsed space file: searched keys, their samplers, fixed values, protocol."""
+
+    def __init__(self, path: str, params: dict, fixed: dict, one_at_a_time: bool):
+        self.path, self.params, self.fixed, self.one_at_a_time = path, params, fixed, one_at_a_time
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.params)
+
+    def points(self) -> list[dict]:
+        """one_at_a_time: the base point, then each other value of one key at a time."""
+        base = {key: spec["base"] for key, spec in self.params.items()}
+        points = [dict(base)]
+        for key, spec in self.params.items():
+            points += [{**base, key: value} for value in spec["values"] if value != spec["base"]]
+        return points
+
+    def ray_space(self) -> dict:
+        from ray import tune
+
+        if self.one_at_a_time:
+            return {POINT_KEY: tune.grid_search(self.points())}
+        space = {}
+        for key, spec in self.params.items():
+            kind, args = spec["kind"], spec["args"]
+            if kind == "grid":
+                space[key] = tune.grid_search(spec["values"])
+            elif kind == "choice":
+                space[key] = tune.choice(spec["values"])
+            else:
+                space[key] = getattr(tune, kind)(*args)
+        return space
+
+    def is_log(self, key: str) -> bool:
+        return self.params[key]["kind"] == "loguniform"
+
+
+def _number(value):
+    """YAML 1.1 reads ``1e-4`` as a string; searched values must be numbers."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
+    return value
+
+
+def load_space(path: str) -> SearchSpace:
+    """Parse a space file; every mistake names the file and the key."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Search space file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys to samplers")
+    fixed = data.pop("fixed", None) or {}
+    one_at_a_time = bool(data.pop("one_at_a_time", False))
+    if not isinstance(fixed, dict):
+        raise ValueError(f"{path}: `fixed` must be a mapping of config keys to values")
+    params = {}
+    for key, spec in data.items():
+        sampler = [k for k in (spec or {}) if k in SAMPLERS] if isinstance(spec, dict) else []
+        if len(sampler) != 1 or set(spec) - {sampler[0], "base"}:
+            raise ValueError(f"{path}: key {key!r} needs exactly one sampler of {SAMPLERS} "
+                             f"(plus an optional `base`), got {spec!r}")
+        kind, args = sampler[0], spec[sampler[0]]
+        if not isinstance(args, list) or not args:
+            raise ValueError(f"{path}: {key}.{kind} needs a non-empty list, got {args!r}")
+        args = [_number(a) for a in args]
+        entry = {"kind": kind, "args": args, "values": args if kind in ("choice", "grid") else None}
+        if kind not in ("choice", "grid"):
+            expected = 3 if kind.startswith("q") else 2
+            if len(args) != expected or not all(isinstance(a, (int, float)) for a in args):
+                raise ValueError(f"{path}: {key}.{kind} needs {expected} numbers, got {args!r}")
+            if kind == "loguniform" and min(args[:2]) <= 0:
+                raise ValueError(f"{path}: {key}.loguniform bounds must be > 0, got {args!r}")
+        if "base" in spec:
+            entry["base"] = _number(spec["base"])
+        if one_at_a_time:
+            if kind not in ("choice", "grid") or "base" not in entry:
+                raise ValueError(f"{path}: one_at_a_time needs `grid`/`choice` values and a "
+                                 f"`base` for every key; {key!r} has {spec!r}")
+            if entry["base"] not in args:
+                raise ValueError(f"{path}: {key}.base={entry['base']!r} is not one of {args!r}")
+        params[key] = entry
+    if not params:
+        raise ValueError(f"{path}: no searched keys (write e.g. `hidden_size: {{grid: [32, 64]}}`)")
+    overlap = set(params) & set(fixed)
+    if overlap:
+        raise ValueError(f"{path}: {sorted(overlap)} are both searched and fixed")
+    return SearchSpace(path, params, fixed, one_at_a_time)
+
+
+def trial_params(trial_config: dict) -> dict:
+    """The searched values of one trial, flat (undoes the one_at_a_time nesting)."""
+    if POINT_KEY in trial_config and isinstance(trial_config[POINT_KEY], dict):
+        rest = {k: v for k, v in trial_config.items() if k != POINT_KEY}
+        return {**trial_config[POINT_KEY], **rest}
+    return dict(trial_config)
+
+
+# --- one trial (runs inside a Ray worker) ---------------------------------------------------
+def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
+    """Train one configuration; call ``report(metrics)`` after each validation round.
+
+    ``setup``: model, dataset, config_file_list, config_dict (absolute paths), argv,
+    cpus, checkpoint_file. Returns the final metrics (best valid + test).
+    """
+    import torch
+    from recbole.data import data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_bbqrec.quick_start import build_config
+    from recbole_bbqrec.results import plain_metrics
+    from recbole_bbqrec.utils import (create_dataset, disable_anomaly_detection, get_model,
+                                      get_trainer)
+
+    report = report or (lambda metrics: None)
+    torch.set_num_threads(max(1, int(setup.get("cpus", 1))))
+    config_dict = {**setup["config_dict"], **trial_params(trial_config)}
+    config = build_config(setup["model"], setup["dataset"], setup["config_file_list"],
+                          config_dict, setup["argv"])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    disable_anomaly_detection()  # Ray workers import RecBole on their own
+
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model_class = get_model(config["model"])
+    stage1 = getattr(model_class, "prepare_stage1", None)
+    if callable(stage1):  # cached by config hash under the shared (absolute) paths
+        stage1(config, train_data._dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if setup.get("checkpoint_file"):  # RecBole names checkpoints by the second: trials collide
+        trainer.saved_model_file = setup["checkpoint_file"]
+
+    last_valid = {}
+    valid_epoch = trainer._valid_epoch
+
+    def capture_valid(*args, **kwargs):  # RecBole's callback gets the score only
+        score, result = valid_epoch(*args, **kwargs)
+        last_valid.update(plain_metrics(result))
+        return score, result
+
+    trainer._valid_epoch = capture_valid
+
+    def on_valid(epoch_idx, valid_score):
+        report({**last_valid, "valid_score": float(valid_score), "epoch": int(epoch_idx)})
+
+    trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
+                callback_fn=on_valid)
+    test_result = plain_metrics(trainer.evaluate(test_data, load_best_model=True))
+    final = {**plain_metrics(trainer.best_valid_result),
+             "valid_score": float(trainer.best_valid_score),
+             "epoch": len(trainer.train_loss_dict) - 1,
+             **{f"test_{k}": v for k, v in test_result.items()},
+             "finished": 1, "checkpoint": trainer.saved_model_file}
+    report(final)
+    return final
+
+
+def ray_trainable(trial_config: dict, setup: dict | None = None) -> None:
+    """Ray Tune function trainable: ``run_trial`` reporting through ``session.report``."""
+    from ray.air import session
+
+    setup = dict(setup)
+    trial_id = session.get_trial_id()
+    setup["checkpoint_file"] = os.path.join(setup["trial_checkpoint_dir"],
+                                            f"{setup['model']}-{trial_id}.pth")
+    run_trial(trial_config, setup, report=session.report)
+
+
+# --- the driver -------------------------------------------------------------------------
+def prepare_setup(model, dataset, space: SearchSpace, config_file_list=None, config_dict=None,
+                  argv=None, epochs=None, output_dir=None) -> dict:
+    """Check the space against the config and resolve every path before Ray moves cwd."""
+    from recbole_bbqrec.config import known_config_keys
+    from recbole_bbqrec.quick_start import build_config, ensure_dataset
+
+    argv = list(argv or [])
+    searched = set(space.keys)
+    given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and "=" in a}
+    clash = sorted(searched & given)
+    if clash:  # the command line outranks the config dict, so it would pin the key
+        raise ValueError(f"{clash} are searched in {space.path} and also given on the command "
+                         f"line; drop them from the command line or from the space.")
+    unknown = sorted((searched | set(space.fixed)) - known_config_keys())
+    if unknown:
+        raise ValueError(f"{space.path}: {unknown} are not defined by any RecBole or "
+                         f"recbole_bbqrec YAML (misspelt? a model's keys live in "
+                         f"properties/model/<Model>.yaml)")
+    config_dict = {**(config_dict or {}), **space.fixed}
+    if epochs is not None:
+        config_dict["epochs"] = int(epochs)
+    files = [os.path.abspath(p) for p in config_file_list or []]
+    config = build_config(model, dataset, files, config_dict, argv)
+    ensure_dataset(config)  # once here, not racing in every trial
+    resolved = dict(config_dict)
+    root = config.external_config_dict.get("data_path", config.internal_config_dict["data_path"])
+    resolved["data_path"] = os.path.abspath(root)
+    for key in ("checkpoint_dir", "results_dir", "raw_dir"):
+        if config[key]:
+            resolved[key] = os.path.abspath(config[key])
+    resolved["show_progress"] = False
+    return {"model": config["model"], "dataset": config["dataset"], "config_file_list": files,
+            "config_dict": resolved, "argv": [a for a in argv if not a.startswith(
+                tuple(f"--{k}=" for k in PATH_KEYS))],
+            "epochs": int(config["epochs"]), "eval_step": max(1, int(config["eval_step"])),
+            "trial_checkpoint_dir": os.path.join(os.path.abspath(output_dir), "checkpoints")}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = True) -> bool:
+    """Connect to ``address`` (``auto``, ``ray://host:10001``) or start a local Ray.
+
+    Returns whether this call started Ray (and so should shut it down).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=verbose)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=verbose, configure_logging=False)
+    return True
+
+
+def run_search(model, dataset, space_path, config_file_list=None, config_dict=None, argv=None,
+               num_samples=1, max_concurrent=None, output_dir=None, address=None,
+               resume=False, epochs=None, cpus_per_trial=1, num_cpus=None, grace_period=1,
+               reduction_factor=3, scheduler="asha", max_failures=0, verbose=1) -> dict:
+    """Run (or resume) a search; write trials.csv, sweep.png, sweep.json; return the summary."""
+    from ray import air, tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    space = load_space(space_path)
+    name = f"{model}-{dataset}-{os.path.splitext(os.path.basename(space_path))[0]}"
+    output_dir = os.path.abspath(output_dir or os.path.join("ray_results", name))
+    setup = prepare_setup(model, dataset, space, config_file_list, config_dict, argv, epochs,
+                          output_dir)
+    setup["cpus"] = cpus_per_trial
+    started = init_ray(address, num_cpus, verbose=verbose > 0)
+    try:
+        trainable = tune.with_resources(tune.with_parameters(ray_trainable, setup=setup),
+                                        {"cpu": cpus_per_trial})
+        if resume:
+            if not os.path.isdir(output_dir):
+                raise FileNotFoundError(f"--resume: no experiment at {output_dir}")
+            tuner = tune.Tuner.restore(output_dir, trainable, resume_errored=True)
+        else:
+            rounds = math.ceil(setup["epochs"] / setup["eval_step"]) + 1  # + the final report
+            sched = (ASHAScheduler(time_attr="training_iteration", max_t=rounds,
+                                   grace_period=min(grace_period, rounds),
+                                   reduction_factor=reduction_factor)
+                     if scheduler == "asha" else FIFOScheduler())
+            tuner = tune.Tuner(
+                trainable, param_space=space.ray_space(),
+                tune_config=tune.TuneConfig(metric=TARGET_METRIC, mode="max", scheduler=sched,
+                                            num_samples=num_samples,
+                                            max_concurrent_trials=max_concurrent),
+                run_config=air.RunConfig(name=os.path.basename(output_dir),
+                                         storage_path=os.path.dirname(output_dir),
+                                         failure_config=air.FailureConfig(max_failures=max_failures),
+                                         verbose=verbose))
+        grid = tuner.fit()
+        rows = [trial_row(result, space) for result in grid]
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    rows.sort(key=lambda r: r["trial"])
+    csv_path = os.path.join(output_dir, "trials.csv")
+    write_trials_csv(rows, space.keys, csv_path)
+    plot_path = plot_sweep(rows, space, os.path.join(output_dir, "sweep.png"),
+                           title=f"{setup['model']} on {setup['dataset']}")
+    ok = [r for r in rows if isinstance(r.get(TARGET_METRIC), float)]
+    summary = {"model": setup["model"], "dataset": setup["dataset"], "space": space_path,
+               "searched": space.keys, "one_at_a_time": space.one_at_a_time,
+               "command": command_line(), "output_dir": output_dir, "csv": csv_path,
+               "plot": plot_path, "n_trials": len(rows),
+               "n_errors": sum(r["status"] == "ERROR" for r in rows),
+               "best": max(ok, key=lambda r: r[TARGET_METRIC]) if ok else None,
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(summary, os.path.join(output_dir, "sweep.json"))
+    return summary
+
+
+# --- results ---------------------------------------------------------------------------------
+def trial_row(result, space: SearchSpace) -> dict:
+    """One CSV row from a Ray ``Result``: params, best valid metrics, test metrics, status."""
+    path = str(result.path if getattr(result, "path", None) else result.log_dir)
+    row = {"trial": os.path.basename(path.rstrip("/"))}
+    params = trial_params(result.config or {})
+    row.update({key: params.get(key) for key in space.keys})
+    frame = result.metrics_dataframe
+    last = result.metrics or {}
+    best = {}
+    if frame is not None and TARGET_METRIC in getattr(frame, "columns", []):
+        scored = frame.dropna(subset=[TARGET_METRIC])
+        if len(scored):
+            best = scored.loc[scored[TARGET_METRIC].idxmax()].to_dict()
+    for metric in VALID_METRICS:
+        row[metric] = _finite(best.get(metric))
+    epoch = _finite(best.get("epoch"))
+    row["best_epoch"] = int(epoch) if epoch is not None else None
+    row["reports"] = int(last.get("training_iteration", 0) or 0)
+    for metric in VALID_METRICS:
+        row[f"test_{metric}"] = last.get(f"test_{metric}")
+    if result.error is not None:
+        row["status"] = "ERROR"
+    elif last.get("finished"):
+        row["status"] = "COMPLETED"
+    else:
+        row["status"] = "STOPPED"  # ASHA stopped it early (or the search was interrupted)
+    row["error"] = _error_line(result.error)
+    row["path"] = path
+    return row
+
+
+def _finite(value) -> float | None:
+    """A reported number as float; None for missing or NaN (pandas fills gaps with NaN)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _error_line(error) -> str:
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^\w*(Error|Exception)\b", line)]
+    return (causes[-1] if causes else lines[-1] if lines else type(error).__name__)[:500]
+
+
+def write_trials_csv(rows: list[dict], keys: list[str], path: str) -> None:
+    columns = ["trial", "status", *keys, *VALID_METRICS, "best_epoch", "reports",
+               *[f"test_{m}" for m in VALID_METRICS], "error", "path"]
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-trials.csv")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    os.replace(tmp, path)
+
+
+def read_trials_csv(path: str) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_sweep(rows: list[dict], space: SearchSpace, path: str, title: str = "") -> str | None:
+    """One panel per searched key: best validation NDCG@10 against its value (paper Fig. 3).
+
+    one_at_a_time spaces plot, per key, only the trials with every other key at its base.
+    Returns the PNG path, or None when no trial reported a score.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if isinstance(r.get(TARGET_METRIC), float)]
+    if not ok:
+        return None
+    keys = space.keys
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        trials = ok
+        if space.one_at_a_time:
+            base = {k: s["base"] for k, s in space.params.items()}
+            trials = [r for r in ok if all(r.get(k) == base[k] for k in keys if k != key)]
+        best: dict = {}
+        for r in trials:  # best score per value (joint spaces hold many trials per value)
+            best[r[key]] = max(best.get(r[key], -math.inf), r[TARGET_METRIC])
+        values = list(best)
+        if all(isinstance(v, (int, float)) for v in values):
+            values.sort()
+        if len(values) <= 12:  # discrete: evenly spaced, as the paper plots 64..512
+            ax.plot(range(len(values)), [best[v] for v in values], marker="o")
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+        else:
+            ax.scatter(values, [best[v] for v in values], s=12)
+            if space.is_log(key):
+                ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel("best valid NDCG@10")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-sweep.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

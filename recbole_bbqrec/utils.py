@@ -1,0 +1,112 @@
+"""Plugin lookups that fall back to RecBole: models, trainers, datasets.
+
+The same shape as RecBole-GNN's ``utils.py``: every lookup tries this package first and then
+RecBole, so ``run_recbole_bbqrec.py --model=SASRec`` and ``--model=BBQRec`` share one path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from logging import getLogger
+
+import torch
+from recbole.data.utils import create_dataset as recbole_create_dataset  # noqa: F401 (re-export)
+from recbole.utils import ModelType
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+PLUGIN_MODEL_PACKAGES = ["recbole_bbqrec.model.sequential_recommender"]
+PLUGIN_MODELS = ["BBQRec", "TIGER", "SASRecBCE"]
+# RecBole's get_model walks these too, but stops with an ImportError on exlib_recommender
+# (optional lightgbm/xgboost) before it can say that a name is unknown.
+RECBOLE_MODEL_SUBMODULES = ["general_recommender", "context_aware_recommender",
+                            "sequential_recommender", "knowledge_aware_recommender",
+                            "exlib_recommender"]
+
+
+def disable_anomaly_detection() -> None:
+    """Undo RecBole's import-time ``torch.autograd.set_detect_anomaly(True)``.
+
+    ``recbole.model.sequential_recommender.sine`` switches anomaly detection on for the whole
+    process as a side effect of being imported (and the package ``__init__`` imports it), which
+    slows every backward pass by ~20%. Called after every model lookup, so it also holds in
+    Ray workers, which import models on their own.
+    """
+    torch.autograd.set_detect_anomaly(False)
+
+
+def get_model(model_name: str):
+    """Return the model class named ``model_name``: this plugin's first, then RecBole's."""
+    for package in PLUGIN_MODEL_PACKAGES:
+        module_path = f"{package}.{model_name.lower()}"
+        if importlib.util.find_spec(module_path) is not None:
+            module = importlib.import_module(module_path)
+            if hasattr(module, model_name):
+                disable_anomaly_detection()
+                return getattr(module, model_name)
+    for submodule in RECBOLE_MODEL_SUBMODULES:
+        module_path = f"recbole.model.{submodule}.{model_name.lower()}"
+        try:
+            found = importlib.util.find_spec(module_path) is not None
+        except ImportError:  # e.g. exlib_recommender needs lightgbm/xgboost, absent here
+            continue
+        if found:
+            model_class = recbole_get_model(model_name)
+            disable_anomaly_detection()
+            return model_class
+    raise ValueError(f"`model_name` [{model_name}] is neither a recbole_bbqrec model "
+                     f"({', '.join(PLUGIN_MODELS)}) nor a RecBole model.")
+
+
+def get_trainer(model_type: ModelType, model_name: str):
+    """Return the trainer class for a model, always with safe (weights-only) checkpoints.
+
+    Plugin trainers (``recbole_bbqrec.trainer.<Model>Trainer``) come first. RecBole's own
+    trainers pickle the whole ``Config`` into their checkpoints, which torch>=2.6 refuses to
+    load with ``weights_only=True``; they are returned wrapped in ``SafeCheckpointMixin`` so
+    the checkpoint holds only tensors and plain data.
+    """
+    from recbole_bbqrec import trainer as plugin_trainers
+
+    plugin_class = getattr(plugin_trainers, model_name + "Trainer", None)
+    if plugin_class is not None:
+        return plugin_class
+    return plugin_trainers.make_safe(recbole_get_trainer(model_type, model_name))
+
+
+def get_dataset_class(config):
+    """The dataset class for ``config['model']``: plugin, then RecBole, then by model type."""
+    plugin_module = importlib.import_module("recbole_bbqrec.data.dataset")
+    recbole_module = importlib.import_module("recbole.data.dataset")
+    name = config["model"] + "Dataset"
+    for module in (plugin_module, recbole_module):
+        if hasattr(module, name):
+            return getattr(module, name)
+    type2class = {
+        ModelType.GENERAL: "Dataset",
+        ModelType.SEQUENTIAL: "SequentialDataset",
+        ModelType.CONTEXT: "Dataset",
+        ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+        ModelType.TRADITIONAL: "Dataset",
+        ModelType.DECISIONTREE: "Dataset",
+    }
+    return getattr(recbole_module, type2class[config["MODEL_TYPE"]])
+
+
+def create_dataset(config):
+    """Build the filtered dataset for ``config``.
+
+    Unlike RecBole's ``create_dataset`` this never unpickles a cached dataset from
+    ``checkpoint_dir`` (unpickling runs arbitrary code); building from the atomic files takes
+    seconds at the sizes BBQRec targets.
+    """
+    dataset_class = get_dataset_class(config)
+    dataset = dataset_class(config)
+    getLogger().info(dataset)
+    return dataset
+
+
+def repo_root() -> str:
+    """The checkout's root (where ``properties/`` and ``run_recbole_bbqrec.py`` live)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,35 @@
+"""Train and test a model with RecBole's flags, e.g.
+
+    python run_recbole_bbqrec.py                                # BBQRec on ml-100k
+    python run_recbole_bbqrec.py --model=SASRec --dataset=Beauty
+    python run_recbole_bbqrec.py --dataset=Beauty --stage=tokenizer --config_files=my.yaml
+
+Any ``--key=value`` is a config key (RecBole's or the plugin's, see ``properties/``). The last
+line printed is the path of the results JSON.
+"""
+
+import argparse
+import sys
+
+from recbole_bbqrec.quick_start import run
+
+
+def main(argv=None) -> str:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", default="BBQRec", help="plugin or RecBole model name")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    args, _unknown = parser.parse_known_args(argv)
+    files = args.config_files.strip().split(" ") if args.config_files else None
+    # Every --key=value (including --model/--dataset) also reaches Config as a config key.
+    record = run(model=args.model, dataset=args.dataset, config_file_list=files, argv=argv)
+    path = record.get("result_file") or ""
+    if path:
+        print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Trie-constrained beam search: validity, exactness, batched == reference, padding."""
+import pytest
+import torch
+
+from recbole_bbqrec.modules.beam_search import (PrefixIndex, constrained_beam_search,
+                                                reference_beam_search)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # Tensors here are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core box.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+def random_codes(n_items, n_levels, n_signals, n_codes, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.unique(torch.randint(0, n_codes, (4 * n_items, n_levels * n_signals),
+                                      generator=gen), dim=0)
+    assert rows.shape[0] >= n_items, "code space too small for the requested catalogue"
+    rows = rows[torch.randperm(rows.shape[0], generator=gen)[:n_items]]
+    return rows.view(n_items, n_levels, n_signals)
+
+
+def make_step_fn(bsz, n_levels, n_signals, n_codes, seed=0):
+    """A deterministic prefix-dependent model: row-wise ops only, so a beam's output does not
+    depend on where it sits in the batch."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(bsz, n_levels, n_signals * n_codes, generator=gen)
+    mix = torch.randn(n_levels, n_signals, n_codes, n_signals * n_codes, generator=gen)
+
+    def step(prefix, parent):
+        b, w, level, _ = prefix.shape
+        logits = base[:, level, None].expand(b, w, -1)
+        for pos in range(level):
+            for s in range(n_signals):
+                logits = logits + mix[pos, s][prefix[:, :, pos, s]]
+        return torch.log_softmax(logits.reshape(b, w, n_signals, n_codes), dim=-1)
+
+    return step
+
+
+def exhaustive_scores(step_fn, item_codes, bsz):
+    """Score every item by summing its per-level tuple log-probs in decoding order."""
+    n_items, n_levels, n_signals = item_codes.shape
+    codes = item_codes[None].expand(bsz, -1, -1, -1)
+    total = torch.zeros(bsz, n_items)
+    for level in range(n_levels):
+        log_probs = step_fn(codes[:, :, :level], None)                 # [B, n, S, N]
+        picked = log_probs.gather(-1, codes[:, :, level, :, None]).squeeze(-1)
+        tup = picked[..., 0]
+        for s in range(1, n_signals):
+            tup = tup + picked[..., s]
+        total = total + tup
+    return total
+
+
+def test_prefix_index_reconstructs_catalogue():
+    codes = random_codes(60, 3, 2, 4)
+    index = PrefixIndex.from_codes(codes)
+    assert index.child_codes[0].shape[0] == 1                         # the root
+    rebuilt = {}
+
+    def walk(level, node, path):
+        valid = index.child_valid[level][node]
+        for c in torch.nonzero(valid).flatten().tolist():
+            tup = tuple(index.child_codes[level][node, c].tolist())
+            nxt = int(index.child_next[level][node, c])
+            if level == codes.shape[1] - 1:
+                rebuilt[nxt] = path + (tup,)
+            else:
+                walk(level + 1, nxt, path + (tup,))
+
+    walk(0, 0, ())
+    assert sorted(rebuilt) == list(range(60))
+    for item, path in rebuilt.items():
+        assert [list(t) for t in path] == codes[item].tolist()
+
+
+def test_duplicate_and_negative_codes_are_rejected():
+    codes = random_codes(10, 2, 2, 5)
+    codes[7] = codes[3]
+    with pytest.raises(ValueError, match=r"items \[3, 7\]"):
+        PrefixIndex.from_codes(codes)
+    codes = random_codes(10, 2, 2, 5)
+    codes[4, 1, 0] = -1
+    with pytest.raises(ValueError, match="item row 4"):
+        PrefixIndex.from_codes(codes)
+
+
+def test_returns_valid_distinct_items_sorted():
+    codes = random_codes(300, 3, 3, 6)
+    step = make_step_fn(5, 3, 3, 6)
+    items, scores = constrained_beam_search(step, PrefixIndex.from_codes(codes), 5, 25, topk=20)
+    assert items.shape == scores.shape == (5, 20)
+    assert items.min() >= 0 and items.max() < 300
+    for row in items:
+        assert len(set(row.tolist())) == 20
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])
+    # A beam's score is its item's exhaustive log-likelihood.
+    full = exhaustive_scores(step, codes, 5)
+    torch.testing.assert_close(scores, full.gather(1, items), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n_levels,n_signals,n_codes,n_items", [(3, 3, 4, 40), (2, 1, 8, 50),
+                                                                 (4, 2, 3, 30)])
+def test_matches_exhaustive_search_when_beam_covers_catalogue(n_levels, n_signals, n_codes,
+                                                              n_items):
+    codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=n_levels)
+    step = make_step_fn(4, n_levels, n_signals, n_codes, seed=1)
+    items, scores = constrained_beam_search(step, PrefixIndex.from_codes(codes), 4, n_items)
+    full = exhaustive_scores(step, codes, 4)
+    expected_scores, expected_items = full.sort(dim=1, descending=True)
+    assert torch.equal(items, expected_items)
+    assert torch.equal(scores, expected_scores)        # same addition order -> bit identical
+
+
+@pytest.mark.parametrize("n_levels,n_signals,n_codes,n_items,beam", [
+    (3, 3, 8, 400, 20), (3, 1, 16, 500, 10), (2, 2, 5, 20, 50), (4, 1, 4, 150, 7),
+    (3, 3, 256, 2000, 50)])
+def test_batched_equals_reference(n_levels, n_signals, n_codes, n_items, beam):
+    codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=beam)
+    step = make_step_fn(3, n_levels, n_signals, n_codes, seed=beam + 1)
+    fast = constrained_beam_search(step, PrefixIndex.from_codes(codes), 3, beam, topk=min(beam, 10))
+    slow = reference_beam_search(step, codes, 3, beam, topk=min(beam, 10))
+    assert torch.equal(fast[0], slow[0])
+    assert torch.equal(fast[1], slow[1])
+
+
+def test_shared_first_position_exercises_single_node_levels():
+    codes = random_codes(30, 3, 2, 4)
+    codes[:, 0] = torch.tensor([1, 2])                  # every item shares position 0
+    codes = torch.unique(codes, dim=0)
+    step = make_step_fn(2, 3, 2, 4)
+    index = PrefixIndex.from_codes(codes)
+    assert index.child_codes[1].shape[0] == 1
+    items, scores = constrained_beam_search(step, index, 2, codes.shape[0])
+    expected_scores, expected_items = exhaustive_scores(step, codes, 2).sort(1, descending=True)
+    assert torch.equal(items, expected_items) and torch.equal(scores, expected_scores)
+
+
+def test_beam_smaller_than_topk_raises():
+    codes = random_codes(20, 2, 1, 8)
+    step = make_step_fn(1, 2, 1, 8)
+    with pytest.raises(ValueError, match="beam_size=5 is smaller than topk=10"):
+        constrained_beam_search(step, PrefixIndex.from_codes(codes), 1, 5, topk=10)
+    with pytest.raises(ValueError, match="beam_size=5 is smaller than topk=10"):
+        reference_beam_search(step, codes, 1, 5, topk=10)
+
+
+def test_catalogue_smaller_than_beam_is_padded():
+    codes = random_codes(5, 2, 2, 3)
+    step = make_step_fn(2, 2, 2, 3)
+    for search in (lambda: constrained_beam_search(step, PrefixIndex.from_codes(codes), 2, 8),
+                   lambda: reference_beam_search(step, codes, 2, 8)):
+        items, scores = search()
+        assert items.shape == (2, 8)
+        assert sorted(items[0, :5].tolist()) == list(range(5))
+        assert torch.all(items[:, 5:] == -1) and torch.all(torch.isneginf(scores[:, 5:]))
+        assert torch.isfinite(scores[:, :5]).all()
+
+
+def test_step_fn_with_too_few_codes_is_rejected():
+    codes = random_codes(20, 2, 1, 8)
+    step = make_step_fn(1, 2, 1, 4)                     # scores 4 codes, catalogue uses up to 7
+    with pytest.raises(ValueError, match="catalogue uses code"):
+        constrained_beam_search(step, PrefixIndex.from_codes(codes), 1, 5)

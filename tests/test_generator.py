@@ -1,0 +1,158 @@
+"""SemanticIDGenerator: shapes, learning, scoring consistency, decoding, similarity switch."""
+import pytest
+import torch
+
+from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search
+from recbole_bbqrec.modules.generator import SemanticIDGenerator
+
+L, S, N, T, DZ = 3, 3, 16, 6, 12
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # Tensors here are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core box.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+def make_model(use_similarity=True, dropout=0.0, seed=0, n_layers=2):
+    torch.manual_seed(seed)
+    return SemanticIDGenerator(n_levels=L, n_signals=S, codebook_size=N, d_model=32, n_heads=4,
+                               n_encoder_layers=n_layers, n_decoder_layers=n_layers, d_ff=64,
+                               dropout=dropout,
+                               max_history=T, n_buckets=10, use_similarity=use_similarity)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.unique(torch.randint(0, N, (400, L * S), generator=gen), dim=0)[:200]
+    codes = codes[torch.randperm(codes.shape[0], generator=gen)].view(-1, L, S)
+    zq = torch.randn(codes.shape[0], DZ, generator=gen)
+    return codes, zq
+
+
+def make_batch(catalogue, bsz=6, seed=1):
+    codes, zq = catalogue
+    gen = torch.Generator().manual_seed(seed)
+    items = torch.randint(0, codes.shape[0], (bsz, T), generator=gen)
+    mask = torch.ones(bsz, T, dtype=torch.bool)
+    mask[0, 3:] = False
+    mask[1, 1:] = False
+    hist = codes[items].masked_fill(~mask[:, :, None, None], 0)
+    target = codes[torch.randint(0, codes.shape[0], (bsz,), generator=gen)]
+    return hist, mask, zq[items], target
+
+
+def test_shapes(catalogue):
+    model = make_model().eval()
+    hist, mask, zq, target = make_batch(catalogue)
+    assert model(hist, mask, zq, target).shape == (6, L, S, N)
+    assert model.loss(hist, mask, zq, target).dim() == 0
+    assert model.score_items(hist, mask, zq, catalogue[0][:7][None].expand(6, -1, -1, -1)).shape == (6, 7)
+    memory = model.encode(hist, mask, zq)
+    assert memory.shape == (6, T, 32)
+    assert model.step_log_probs(memory, mask, target[:, None, :2]).shape == (6, 1, S, N)
+    assert model.step_log_probs(memory, mask, target[:, :1]).shape == (6, S, N)
+
+
+def test_loss_falls_when_overfitting(catalogue):
+    model = make_model(dropout=0.1, n_layers=1)
+    hist, mask, zq, target = make_batch(catalogue, bsz=8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(50):
+        loss = model.loss(hist, mask, zq, target)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        final = float(model.loss(hist, mask, zq, target))
+    assert first > 2.5 and final < 0.3 * first
+
+
+def test_score_items_matches_teacher_forced_logits(catalogue):
+    model = make_model().eval()
+    hist, mask, zq, target = make_batch(catalogue)
+    log_probs = torch.log_softmax(model(hist, mask, zq, target), dim=-1)
+    expected = log_probs.gather(-1, target[..., None]).squeeze(-1).sum((1, 2))
+    got = model.score_items(hist, mask, zq, target[:, None])[:, 0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # Stateless step-by-step log-probs agree with teacher forcing too.
+    memory = model.encode(hist, mask, zq)
+    for level in range(L):
+        step = model.step_log_probs(memory, mask, target[:, :level])
+        torch.testing.assert_close(step, log_probs[:, level], atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_outputs(catalogue):
+    model = make_model().eval()
+    hist, mask, zq, target = make_batch(catalogue)
+    hist2, zq2 = hist.clone(), zq.clone()
+    hist2[~mask] = torch.randint(0, N, (int((~mask).sum()), L, S))
+    zq2[~mask] = torch.randn(int((~mask).sum()), DZ)
+    torch.testing.assert_close(model(hist, mask, zq, target), model(hist2, mask, zq2, target),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_generate_returns_real_items_scored_like_score_items(catalogue):
+    codes, _ = catalogue
+    model = make_model().eval()
+    hist, mask, zq, _ = make_batch(catalogue)
+    index = PrefixIndex.from_codes(codes)
+    items, scores = model.generate(hist, mask, zq, index, beam_size=20, topk=10)
+    assert items.shape == scores.shape == (6, 10)
+    assert items.min() >= 0 and items.max() < codes.shape[0]
+    assert all(len(set(row.tolist())) == 10 for row in items)
+    torch.testing.assert_close(scores, model.score_items(hist, mask, zq, codes[items]),
+                               atol=1e-4, rtol=1e-5)
+    # The cached step function gives the same search result as the stateless one.
+    memory = model.encode(hist, mask, zq)
+    stateless = constrained_beam_search(lambda p, _: model.step_log_probs(memory, mask, p),
+                                        index, 6, 20, topk=10)
+    assert torch.equal(stateless[0], items)
+    torch.testing.assert_close(stateless[1], scores, atol=1e-5, rtol=1e-5)
+    # A beam as wide as the catalogue is exhaustive: every item, ranked by its likelihood.
+    all_scores = model.score_items(hist, mask, zq, codes[None].expand(6, -1, -1, -1))
+    every, every_scores = model.generate(hist, mask, zq, index, beam_size=codes.shape[0])
+    assert torch.equal(every.sort(1).values, torch.arange(codes.shape[0]).expand(6, -1))
+    torch.testing.assert_close(every_scores, all_scores.gather(1, every), atol=1e-4, rtol=1e-5)
+    assert torch.all(every_scores[:, :-1] >= every_scores[:, 1:])
+    with pytest.raises(ValueError, match="smaller than topk"):
+        model.generate(hist, mask, zq, index, beam_size=5, topk=10)
+
+
+def test_similarity_switch(catalogue):
+    hist, mask, zq, target = make_batch(catalogue)
+    off = make_model(use_similarity=False).eval()
+    assert not any("sim" in name for name, _ in off.named_parameters())
+    out = off(hist, mask, None, target)
+    torch.testing.assert_close(out, off(hist, mask, zq, target))   # zq ignored
+    on = make_model(use_similarity=True)
+    names = [n for n, _ in on.named_parameters() if "sim_embedding" in n]
+    assert len(names) == 2                                         # one table per encoder layer
+    on.loss(hist, mask, zq, target).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in on.named_parameters() if "sim_embedding" in n)
+    with pytest.raises(ValueError, match="needs hist_zq"):
+        on(hist, mask, None, target)
+
+
+def test_bad_codes_and_inherit_codebooks(catalogue):
+    model = make_model().eval()
+    hist, mask, zq, target = make_batch(catalogue)
+    bad = target.clone()
+    bad[0, 1, 2] = N
+    with pytest.raises(ValueError, match="codebook_size is 16"):
+        model(hist, mask, zq, bad)
+    before = model(hist, mask, zq, target)
+    model.inherit_codebooks(torch.randn(L, N, 8))                  # shared, D=8 != d_model
+    table = model.code_embedding.weight.view(L, S, N, 32)
+    torch.testing.assert_close(table[:, 0], table[:, 2])           # shared across signals
+    assert (model(hist, mask, zq, target) - before).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="do not match"):
+        model.inherit_codebooks(torch.randn(L + 1, N, 8))
