@@ -19,11 +19,11 @@ import argparse
 import csv
 import io
 import os
-import tempfile
 
 import numpy as np
 import yaml
 
+from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.results import load_per_user, load_results
 
 DEFAULT_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -349,22 +349,9 @@ def main(argv=None) -> str:
     print(text)
     if args.csv:
         stem, ext = os.path.splitext(args.csv)
-        write_text_atomic(to_csv(header, rows), args.csv)
-        write_text_atomic(raw_to_csv(table["header"], table["raw"]), f"{stem}-table2{ext or '.csv'}")
+        atomic_write_text(args.csv, to_csv(header, rows))
+        atomic_write_text(f"{stem}-table2{ext or '.csv'}", raw_to_csv(table["header"], table["raw"]))
     return text
-
-
-def write_text_atomic(text: str, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 if __name__ == "__main__":

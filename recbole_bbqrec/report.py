@@ -22,6 +22,7 @@ import shutil
 import time
 
 from recbole_bbqrec import compare
+from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.results import load_results
 
 
@@ -203,7 +204,7 @@ def build_report(dataset: str, results_dir: str = "results", out_dir: str = "rep
                        os.path.join(out_dir, f"{dataset}-figures")),
     ]
     path = os.path.join(out_dir, f"{dataset}.md")
-    compare.write_text_atomic("\n".join(sections), path)
+    atomic_write_text(path, "\n".join(sections))
     return path
 
 

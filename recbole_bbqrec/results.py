@@ -11,10 +11,11 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+from recbole_bbqrec.atomic_io import atomic_save_npz, atomic_write_json
 
 
 def peak_rss_mb() -> float:
@@ -29,20 +30,6 @@ def plain_metrics(result) -> dict:
     return {str(k): float(v) for k, v in dict(result).items()}
 
 
-def write_json_atomic(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_result(results_dir: str, record: dict, per_user: dict | None = None) -> str:
     """Write one run's record under ``results_dir/<dataset>/`` and return the path.
 
@@ -53,18 +40,9 @@ def write_result(results_dir: str, record: dict, per_user: dict | None = None) -
     path = os.path.join(results_dir, record["dataset"], f"{record['label']}-{stamp}.json")
     if per_user:
         npz_path = path[: -len(".json")] + ".users.npz"
-        folder = os.path.dirname(npz_path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **per_user)
-            os.replace(tmp, npz_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_save_npz(npz_path, per_user)
         record["per_user_file"] = os.path.basename(npz_path)
-    write_json_atomic(record, path)
+    atomic_write_json(path, record, sort_keys=False)
     return path
 
 

@@ -17,7 +17,7 @@ from logging import getLogger
 import numpy as np
 import torch
 
-from recbole_bbqrec.results import write_json_atomic
+from recbole_bbqrec.atomic_io import atomic_write_json
 from recbole_bbqrec.tokenizers.semantic_ids import (count_collisions, fingerprint_array,
                                                     load_zq, read_sid_file, save_zq,
                                                     stage1_hash, write_sid_file, zq_path_for)
@@ -151,13 +151,14 @@ def prepare_stage1(config, dataset) -> dict:
         logger.info(f"stage 1: reusing semantic IDs {paths['sid']} (config hash {sid_hash})")
         return summary | {"reused": True}
 
-    from recbole_bbqrec.tokenizers.trainer import TokenizerTrainer
+    from recbole_bbqrec.tokenizers.trainer import TokenizerTrainer, seed_everything
 
     modalities = params["modalities"]
     n_items = dataset.item_num - 1  # tokenizer rows 0..n-2 <-> internal ids 1..n-1
     features = {m: dataset.item_features(m)[0][1:] for m in modalities}
     masks = {m: dataset.item_features(m)[1][1:] for m in modalities}
     sequences = [seq - 1 for seq in training_sequences(dataset)]
+    seed_everything(config["seed"])  # same seed -> same initial weights -> same IDs
     tokenizer = build_tokenizer(config, n_items, {m: f.shape[1] for m, f in features.items()},
                                 letter_cf_embeddings(config, n_items))
     logger.info(f"stage 1: training the {config['tokenizer']} tokenizer on {n_items} items, "
@@ -184,7 +185,7 @@ def prepare_stage1(config, dataset) -> dict:
         "files": {k: os.path.basename(v) for k, v in paths.items()},
         "params": {k: v for k, v in params.items() if k not in ("features", "items")},
     }
-    write_json_atomic(summary, paths["summary"])
+    atomic_write_json(paths["summary"], summary)
     logger.info(f"stage 1: {summary['raw_collisions']} items collided before uniqueness, "
                 f"{summary['collisions']} after; code usage {summary['code_usage']}")
     return summary | {"reused": False}

@@ -11,32 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_bbqrec.atomic_io import atomic_torch_save
 from recbole_bbqrec.config import to_plain
 
 
 class TrainingDivergedError(ValueError):
     """The training loss became NaN/Inf; the last good checkpoint is left untouched."""
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temp file in the target folder, then rename (no half files)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_checkpoint(path: str, device="cpu") -> dict:

@@ -22,7 +22,8 @@ import time
 
 import yaml
 
-from recbole_bbqrec.results import command_line, write_json_atomic
+from recbole_bbqrec.atomic_io import atomic_write_json
+from recbole_bbqrec.results import command_line
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "quniform", "randint", "qrandint")
 VALID_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -318,7 +319,7 @@ def run_search(model, dataset, space_path, config_file_list=None, config_dict=No
                "n_errors": sum(r["status"] == "ERROR" for r in rows),
                "best": max(ok, key=lambda r: r[TARGET_METRIC]) if ok else None,
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json_atomic(summary, os.path.join(output_dir, "sweep.json"))
+    atomic_write_json(os.path.join(output_dir, "sweep.json"), summary)
     return summary
 
 

@@ -11,7 +11,6 @@ import os
 from logging import getLogger
 
 import torch
-from recbole.data.utils import create_dataset as recbole_create_dataset  # noqa: F401 (re-export)
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer

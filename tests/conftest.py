@@ -43,6 +43,16 @@ def tiny_run_config(ml100k_root, tmp_path) -> dict:
     return config
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for modules of tiny tensors: on a busy 2-core box the OpenMP barrier
+    of a second thread costs more than it saves (opt in with ``pytestmark``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def shared_dataset_dir(name: str) -> Path:
     """``../shared/data/amazon2014/<name>``, or skip the test when it is absent."""
     path = SHARED_DATA / name

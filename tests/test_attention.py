@@ -12,13 +12,7 @@ D_MODEL, HEADS, K = 16, 4, 10
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tensors here are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 
 def _copy_into_torch_mha(ours: SimilarityEnhancedAttention) -> nn.MultiheadAttention:
     mha = nn.MultiheadAttention(D_MODEL, HEADS, batch_first=True)

@@ -7,13 +7,7 @@ from recbole_bbqrec.modules.beam_search import (PrefixIndex, constrained_beam_se
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tensors here are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 
 def random_codes(n_items, n_levels, n_signals, n_codes, seed=0):
     gen = torch.Generator().manual_seed(seed)

@@ -103,15 +103,15 @@ def test_run_set_skips_unavailable_models_and_forwards_settings(toy, tmp_path, c
     results, _ = toy
     sets = tmp_path / "sets.yaml"
     sets.write_text("compare_sets:\n  mine:\n    - {model: NoSuchModel}\n"
-                    "    - {model: SASRec, config_files: [properties/overrides/bce.yaml]}\n"
+                    "    - {model: TIGER, config_files: [properties/overrides/letter.yaml]}\n"
                     "    - {model: SASRec, config_files: [missing.yaml]}\n")
     calls = []
     outcome = compare.run_set("mine", "Toy", str(results), argv=["--epochs=1"],
                               sets_path=str(sets), runner=lambda **kw: calls.append(kw))
     assert [status.split(":")[0] for _, status in outcome] == ["skipped", "ok", "skipped"]
-    assert outcome[1][0] == "SASRec-BCE"  # run_tag read from bce.yaml
+    assert outcome[1][0] == "TIGER-LETTER"  # run_tag read from letter.yaml
     assert calls[0]["config_dict"]["results_dir"] == str(results)
-    assert calls[0]["config_file_list"][0].endswith("properties/overrides/bce.yaml")
+    assert calls[0]["config_file_list"][0].endswith("properties/overrides/letter.yaml")
     assert calls[0]["argv"] == ["--epochs=1"]
     assert "skip NoSuchModel" in capsys.readouterr().out
     # Through the CLI: only unavailable entries, so nothing trains; the table still prints.

@@ -9,13 +9,7 @@ L, S, N, T, DZ = 3, 3, 16, 6, 12
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tensors here are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 
 def make_model(use_similarity=True, dropout=0.0, seed=0, n_layers=2):
     torch.manual_seed(seed)

@@ -15,7 +15,7 @@ from recbole_bbqrec.preprocess import dataset_ready, preprocess_dataset
 from recbole_bbqrec.preprocess import features as features_module
 from recbole_bbqrec.preprocess import layout
 from recbole_bbqrec.preprocess.__main__ import main as cli_main
-from recbole_bbqrec.preprocess.io_utils import atomic_path
+from recbole_bbqrec.atomic_io import atomic_path
 from recbole_bbqrec.preprocess.kcore import kcore_filter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "amazon2014"

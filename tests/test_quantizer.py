@@ -4,13 +4,7 @@ import torch
 from recbole_bbqrec.modules.quantizer import ResidualQuantizer, kmeans
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one intra-op thread is faster and avoids oversubscribing shared CPUs
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 
 
 def clustered_data(n=600, dim=8, n_centers=12, seed=0):

@@ -4,6 +4,7 @@ results JSON and the compare table."""
 import json
 import os
 import pickle
+from fractions import Fraction
 
 import pytest
 import torch
@@ -49,11 +50,9 @@ def test_checkpoint_is_weights_only_loadable(sasrec_record):
 
 
 def test_pickled_checkpoint_is_refused(tmp_path):
-    class Payload:  # anything that needs unpickling code
-        pass
-
-    path = tmp_path / "evil.pth"
-    torch.save({"config": Payload(), "state_dict": {}}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    path = tmp_path / "evil.pth"  # a Fraction needs its class's code to unpickle
+    torch.save({"config": Fraction(1, 3), "state_dict": {}}, path,
+               pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(RuntimeError, match="weights-only"):
         load_checkpoint(str(path))
 

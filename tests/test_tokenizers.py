@@ -18,13 +18,7 @@ ML100K = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
 TEXT_DIM = 48
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one intra-op thread is faster and avoids oversubscribing shared CPUs
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 
 
 def _bucket(word: str) -> int:

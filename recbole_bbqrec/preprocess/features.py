@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_bbqrec.preprocess.io_utils import atomic_save_npy
+from recbole_bbqrec.atomic_io import atomic_save_npy
 
 _log = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9]+")

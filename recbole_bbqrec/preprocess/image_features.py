@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_bbqrec.preprocess.errors import FeatureWidthError
-from recbole_bbqrec.preprocess.io_utils import atomic_path
+from recbole_bbqrec.atomic_io import atomic_path
 
 AMAZON_IMAGE_DIM = 4096
 ASIN_BYTES = 10

@@ -1,4 +1,4 @@
-"""Atomic file writing and tolerant line reading shared by the preprocessing readers.
+"""Tolerant line reading shared by the preprocessing readers (atomic writes: ``atomic_io``).
 
 Every output of the pipeline goes through :func:`atomic_path`: the bytes are written to a
 temporary file in the *same* folder (so ``os.replace`` is a rename on one file system, which
@@ -10,74 +10,14 @@ never a truncated file.
 from __future__ import annotations
 
 import ast
-import contextlib
 import gzip
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 
 from recbole_bbqrec.preprocess.errors import MalformedInputError
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; outputs should get the ordinary permissions of a new file.
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; rename it onto ``target`` only on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The suffix keeps numpy from appending ".npy" to a name that lacks it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:  # make the bytes durable before they become visible
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write_text(target: str | os.PathLike, text: str) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_lines(target: str | os.PathLike, lines: Iterator[str] | list[str]) -> None:
-    """Write ``lines`` (without newlines) one per line, streaming into the temp file."""
-    with atomic_path(target) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            for line in lines:
-                fh.write(line)
-                fh.write("\n")
-
-
-def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_save_npy(target: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
 
 
 def open_text(path: str | os.PathLike):

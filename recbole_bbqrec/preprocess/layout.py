@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_bbqrec.preprocess.io_utils import atomic_save_npy, atomic_write_json, atomic_write_lines
+from recbole_bbqrec.atomic_io import atomic_save_npy, atomic_write_json, atomic_write_lines
 
 KNOWN_MODALITIES = ("text", "category", "image")
 

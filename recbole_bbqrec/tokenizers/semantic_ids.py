@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from recbole_bbqrec.atomic_io import atomic_save_npy, atomic_write_text
 
 
 def _check_codes(codes: np.ndarray) -> np.ndarray:
@@ -111,19 +112,6 @@ def fingerprint_array(array: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sid_columns(n_levels: int, signal_names: Sequence[str]) -> list[str]:
     return [f"l{level + 1}_{sig}" for level in range(n_levels) for sig in signal_names]
 
@@ -141,8 +129,7 @@ def write_sid_file(path: str | os.PathLike, item_tokens: Sequence[str], codes: n
     lines = ["\t".join(["item_id:token", *sid_columns(codes.shape[1], signal_names)])]
     for token, row in zip(item_tokens, codes.reshape(len(codes), -1)):
         lines.append("\t".join([str(token), *map(str, row.tolist())]))
-    payload = ("\n".join(lines) + "\n").encode("utf-8")
-    _atomic_write(Path(path), lambda h: h.write(payload))
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_sid_file(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
@@ -193,7 +180,7 @@ def save_zq(path: str | os.PathLike, zq: np.ndarray) -> None:
     zq = np.asarray(zq, dtype=np.float32)
     if zq.ndim != 2 or not np.isfinite(zq).all():
         raise ValueError(f"zq must be a finite [n_items, S*D] matrix, got shape {zq.shape}")
-    _atomic_write(Path(path), lambda h: np.save(h, zq))
+    atomic_save_npy(path, zq)
 
 
 def load_zq(path: str | os.PathLike, n_items: int | None = None) -> np.ndarray:

@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from recbole_bbqrec.atomic_io import atomic_torch_save
 from recbole_bbqrec.tokenizers.base import ItemTokenizer
 from recbole_bbqrec.tokenizers.semantic_ids import count_collisions, make_unique
 
@@ -96,17 +96,7 @@ def build_pairs(
 
 def save_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer, meta: dict) -> None:
     """state_dict + plain-Python metadata, written atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": tokenizer.state_dict(), "meta": meta}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save({"state_dict": tokenizer.state_dict(), "meta": meta}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer) -> dict:

@@ -1,0 +1,132 @@
+"""BBQRec and TIGER end to end on real ml-100k: stage 1 -> semantic IDs -> stage 2 ->
+RecBole's evaluator, plus the stage-level bad inputs (beam < topk, foreign IDs, foreign
+checkpoints)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from recbole_bbqrec.quick_start import run
+
+TINY_GENERATIVE = {
+    "epochs": 1, "show_progress": False, "state": "WARNING",
+    "train_batch_size": 512, "eval_batch_size": 512,
+    # stage 1
+    "codebook_size": 32, "code_dim": 16, "n_levels": 3, "tokenizer_hidden": [64],
+    "tokenizer_epochs": 1, "tokenizer_steps_per_epoch": 8, "tokenizer_batch_size": 256,
+    # stage 2
+    "d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 64,
+    "n_buckets": 10, "beam_size": 10, "valid_beam_size": 10,
+}
+
+
+def tiny(ml100k_root, tmp_path, **extra) -> dict:
+    return {**TINY_GENERATIVE, "data_path": ml100k_root,
+            "checkpoint_dir": str(tmp_path / "saved"), "results_dir": str(tmp_path / "results"),
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def bbqrec_record(ml100k_root, tmp_path_factory):
+    return run(model="BBQRec", dataset="ml-100k",
+               config_dict=tiny(ml100k_root, tmp_path_factory.mktemp("bbq")))
+
+
+def test_bbqrec_one_epoch_through_recbole_evaluator(bbqrec_record):
+    record = bbqrec_record
+    stage1 = record["stage1"]
+    assert stage1["collisions"] == 0 and stage1["signals"] == ["id", "text"]
+    assert stage1["n_levels"] == 3 and stage1["n_items"] == 1349
+    assert set(record["test"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
+    assert 0.0 <= record["test"]["ndcg@10"] <= record["test"]["recall@10"] <= 1.0
+    assert record["test"]["recall@10"] >= record["test"]["recall@5"]
+    assert os.path.isfile(record["result_file"])
+
+
+def test_unchanged_stage1_config_reuses_ids_and_changed_one_retrains(bbqrec_record, ml100k_root,
+                                                                      tmp_path):
+    again = run(model="BBQRec", dataset="ml-100k",
+                config_dict=tiny(ml100k_root, tmp_path, stage="tokenizer"))
+    assert again["stage1"]["reused"] and again["stage1"]["hash"] == bbqrec_record["stage1"]["hash"]
+    assert "test" not in again  # --stage=tokenizer stops after stage 1
+    changed = run(model="BBQRec", dataset="ml-100k",
+                  config_dict=tiny(ml100k_root, tmp_path, stage="tokenizer", codebook_size=48))
+    assert not changed["stage1"]["reused"]
+    assert changed["stage1"]["hash"] != bbqrec_record["stage1"]["hash"]
+
+
+def test_beam_smaller_than_topk_is_a_config_error(bbqrec_record, ml100k_root, tmp_path):
+    with pytest.raises(ValueError, match=r"max\(topk\)"):
+        run(model="BBQRec", dataset="ml-100k",
+            config_dict=tiny(ml100k_root, tmp_path, beam_size=5, valid_beam_size=5))
+
+
+def test_ids_from_another_item_set_are_refused(bbqrec_record, ml100k_root, tmp_path):
+    from recbole_bbqrec.stage1 import load_semantic_ids
+
+    model, config, dataset = _built_model(ml100k_root, tmp_path)
+    sid_path = os.path.join(config["data_path"], f"ml-100k.{model.sid_hash}.sid")
+    lines = open(sid_path).read().splitlines()
+    backup = sid_path + ".bak"
+    os.replace(sid_path, backup)
+    try:
+        with open(sid_path, "w") as f:
+            f.write("\n".join(lines[:-3]) + "\n")  # three items lose their IDs
+        with pytest.raises(ValueError, match=model.sid_hash):
+            load_semantic_ids(config, dataset)
+    finally:
+        os.replace(backup, sid_path)
+
+
+def test_checkpoint_from_other_ids_is_refused(bbqrec_record, ml100k_root, tmp_path):
+    model, _config, _dataset = _built_model(ml100k_root, tmp_path)
+    model.check_checkpoint_meta({"sid_hash": model.sid_hash}, "same.pth")  # accepted
+    with pytest.raises(ValueError, match="semantic IDs"):
+        model.check_checkpoint_meta({"sid_hash": "0123456789ab"}, "other.pth")
+
+
+def test_full_sort_predict_scores_only_beam_items(bbqrec_record, ml100k_root, tmp_path):
+    import torch
+    from recbole.data.interaction import Interaction
+
+    model, _config, _dataset = _built_model(ml100k_root, tmp_path)
+    model.eval()
+    seq = torch.tensor([[5, 9, 12, 0, 0], [7, 0, 0, 0, 0]])
+    batch = Interaction({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: torch.tensor([3, 1]),
+                         model.ITEM_ID: torch.tensor([3, 4])})
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        likelihood = model.predict(batch)
+    assert scores.shape == (2, model.n_items)
+    finite = torch.isfinite(scores)
+    assert finite.sum(1).tolist() == [model.beam_size, model.beam_size]
+    assert not finite[:, 0].any()  # padding id never recommended
+    assert likelihood.shape == (2,) and torch.all(likelihood <= 0)
+    # the beam's best item is the one with the highest teacher-forced likelihood among beams
+    best = scores.argmax(1)
+    best_ll = model.predict(Interaction({**{k: batch[k] for k in (model.ITEM_SEQ, model.ITEM_SEQ_LEN)},
+                                         model.ITEM_ID: best}))
+    assert torch.allclose(best_ll, scores.max(1).values, atol=1e-4)
+
+
+def test_tiger_runs_on_the_same_generator(ml100k_root, tmp_path):
+    # N=64: with 1,349 items and a barely trained RQ-VAE, N=32 can exhaust a prefix's codes.
+    record = run(model="TIGER", dataset="ml-100k",
+                 config_dict=tiny(ml100k_root, tmp_path, codebook_size=64))
+    assert record["stage1"]["signals"] == ["text"] and record["stage1"]["collisions"] == 0
+    assert record["config"]["similarity_attention"] is False
+    assert np.isfinite(record["test"]["recall@10"])
+
+
+def _built_model(ml100k_root, tmp_path):
+    from recbole.data import data_preparation
+
+    from recbole_bbqrec.config import Config
+    from recbole_bbqrec.utils import create_dataset, get_model
+
+    config = Config(model="BBQRec", dataset="ml-100k", config_dict=tiny(ml100k_root, tmp_path))
+    dataset = create_dataset(config)
+    train_data, _valid, _test = data_preparation(config, dataset)
+    model = get_model("BBQRec")(config, train_data._dataset)
+    return model, config, train_data._dataset

@@ -1,0 +1,50 @@
+"""Stage 1 on a RecBole dataset: training sequences come from the training split only."""
+
+import numpy as np
+from recbole.data import data_preparation
+
+from recbole_bbqrec.config import Config
+from recbole_bbqrec.stage1 import stage1_identity, training_sequences
+from recbole_bbqrec.utils import create_dataset
+
+
+def test_training_sequences_hold_no_validation_or_test_item(ml100k_root):
+    config = Config(model="BBQRec", dataset="ml-100k",
+                    config_dict={"data_path": ml100k_root, "state": "WARNING"})
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    sequences = training_sequences(train_data._dataset)
+
+    # The full chronological history of every user, from the atomic file itself.
+    import pandas as pd
+
+    inter = pd.read_csv(f"{ml100k_root}/ml-100k/ml-100k.inter", sep="\t")
+    inter.columns = ["user", "item", "time"]
+    token_to_id = {tok: i for i, tok in enumerate(dataset.field2id_token["item_id"])}
+    full = {user: [token_to_id[str(i)] for i in group.sort_values("time", kind="stable")["item"]]
+            for user, group in inter.groupby("user")}
+
+    assert len(sequences) == len(full) == 943
+    lengths = sorted(len(s) for s in sequences)
+    assert lengths == sorted(len(v) - 2 for v in full.values())  # last two: valid + test
+    by_first_items = {tuple(v[:-2]) for v in full.values()}
+    assert all(tuple(s.tolist()) in by_first_items for s in sequences)
+
+    # The validation and test targets are exactly the items the sequences leave out.
+    valid_targets = valid_data._dataset.inter_feat["item_id"].numpy()
+    test_targets = test_data._dataset.inter_feat["item_id"].numpy()
+    assert len(valid_targets) == len(test_targets) == 943
+    assert sorted(np.concatenate([valid_targets, test_targets]).tolist()) == sorted(
+        x for v in full.values() for x in v[-2:])
+
+
+def test_stage1_hash_changes_with_config_and_not_with_stage2_keys(ml100k_root):
+    def identity(**extra):
+        config = Config(model="BBQRec", dataset="ml-100k",
+                        config_dict={"data_path": ml100k_root, "state": "WARNING", **extra})
+        dataset = create_dataset(config)
+        return stage1_identity(config, dataset)[0]
+
+    base = identity()
+    assert identity(d_model=64, n_buckets=10, learning_rate=0.01) == base  # stage-2 keys
+    assert identity(code_dim=64) != base and identity(use_mim=False) != base
