@@ -135,9 +135,18 @@ class BBQTokenizer(ItemTokenizer):
     def mim_parameters(self) -> list[nn.Parameter]:
         return list(self.clubs.parameters()) if self.use_mim else []
 
-    def _item_losses(self, items: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Quantize every signal of items [U]; returns (e [U, S*D], loss parts)."""
+    def _item_losses(self, items: torch.Tensor,
+                     loss_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Quantize every signal of items [U]; returns (e [U, S*D], loss parts).
+
+        ``loss_rows`` [U] bool selects the items whose reconstruction / MIM losses are computed
+        (default: all). The contrastive task needs e for every history item, but the
+        modality-specific encoders, decoders and CLUB only need the item batch: restricting
+        them there removes most of a step's cost (histories hold ~10x more items).
+        """
         zero = torch.zeros((), device=items.device)
+        if loss_rows is None:
+            loss_rows = torch.ones(len(items), dtype=torch.bool, device=items.device)
         recon, rq, mim, mim_raw, mim_learning, quant_error = zero, zero, zero, zero, zero, zero
         z = {}
         for sig in self.signal_names:
@@ -152,17 +161,18 @@ class BBQTokenizer(ItemTokenizer):
             quant_error = quant_error + quant.quant_error
             if sig == ID_SIGNAL:
                 continue
+            x, mask, b_l, z_l = x[loss_rows], mask[loss_rows], b[loss_rows], quant.z_q[loss_rows]
             if self.use_mim:
                 s = self.spec_encoders[sig](x)
                 # MI >= 0: a negative estimate only means q lags behind the encoders, and
                 # letting the encoders chase it drives the bound to -inf, so clamp at 0
-                bound = self.clubs[sig](b, s)
+                bound = self.clubs[sig](b_l, s)
                 mim_raw = mim_raw + bound.detach()
                 mim = mim + bound.clamp_min(0.0)
-                mim_learning = mim_learning + self.clubs[sig].learning_loss(b, s)
-                dec_in = torch.cat([quant.z_q, s], -1)
+                mim_learning = mim_learning + self.clubs[sig].learning_loss(b_l, s)
+                dec_in = torch.cat([z_l, s], -1)
             else:
-                dec_in = quant.z_q
+                dec_in = z_l
             recon = recon + masked_mse(self.decoders[sig](dec_in), x, mask)
         e = torch.cat([z[s] for s in self.signal_names], -1)  # [U, S*D]
         parts = {"recon": recon, "rq": rq, "mim": mim, "mim_raw": mim_raw, "mim_learning": mim_learning}
@@ -188,7 +198,11 @@ class BBQTokenizer(ItemTokenizer):
             raise ValueError("a tokenizer batch needs 'items' and/or 'history'/'history_len'/'target'")
         # every item of the batch is encoded once; item-level losses run over all of them
         items, inverse = torch.unique(torch.cat(pieces), return_inverse=True)
-        e, parts = self._item_losses(items)
+        loss_rows = None
+        if "items" in batch and with_rec:
+            loss_rows = torch.zeros(len(items), dtype=torch.bool, device=items.device)
+            loss_rows[inverse[: len(pieces[0])]] = True
+        e, parts = self._item_losses(items, loss_rows)
         rec = torch.zeros((), device=items.device)
         if with_rec:
             n_hist = int(valid.sum())
