@@ -59,7 +59,7 @@ def known_config_keys() -> set[str]:
     keys = set(_RUNTIME_KEYS)
     for root in (recbole_props, properties_dir()):
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
-            if os.sep + "hyper" + os.sep in path or path.endswith("compare_sets.yaml"):
+            if os.sep + "hyper" + os.sep in path or path.endswith(("compare_sets.yaml", "ablations.yaml")):
                 continue  # search spaces and run sets, not config keys
             keys |= _yaml_keys(path)
     return keys

@@ -65,7 +65,13 @@ def ablation_section(records: list[dict], dataset: str, target: str, out_dir: st
         return head + (f"No ablation runs for {dataset}. Produce them with `python "
                        f"run_recbole_bbqrec.py --model={target} --dataset={dataset} "
                        f"--run_tag=ablation-<variant> --<switch>=<value>`.\n")
-    full = [r for r in newest if compare.label_of(r) == target]
+    # `python -m recbole_bbqrec.ablation` tags its reference run `ablation-full`.
+    tagged_full = f"{target}-{compare.ABLATION_PREFIX}full"
+    full = [r for r in newest if compare.label_of(r) == tagged_full]
+    if full:
+        variants, target = [r for r in variants if r not in full], tagged_full
+    else:
+        full = [r for r in newest if compare.label_of(r) == target]
     table = compare.paper_table(variants + full, target=target)
     text = head + f"Variants against the full {target} (Improv. = full model vs best variant).\n\n"
     text += compare.table2_markdown(table) + "\n\n"
