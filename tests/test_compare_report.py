@@ -11,7 +11,8 @@ from scipy.stats import ttest_rel
 
 from recbole_bbqrec import compare, report
 from recbole_bbqrec.results import write_result
-from recbole_bbqrec.tune import SearchSpace, plot_sweep
+from recbole_bbqrec.sweep_results import plot_sweep
+from recbole_bbqrec.tune import SearchSpace
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 N_USERS = 60
