@@ -36,10 +36,15 @@ def main(argv=None) -> list[dict]:
     rows = []
     for tokenizer in args.tokenizers:
         for levels in args.levels:
-            record = run(model=TOKENIZER_MODELS[tokenizer], dataset=args.dataset,
-                         config_file_list=files, argv=extra,
-                         config_dict={"stage": "tokenizer", "n_levels": levels,
-                                      "show_progress": False})
+            try:
+                record = run(model=TOKENIZER_MODELS[tokenizer], dataset=args.dataset,
+                             config_file_list=files, argv=extra,
+                             config_dict={"stage": "tokenizer", "n_levels": levels,
+                                          "show_progress": False})
+            except ValueError as err:  # e.g. a prefix with no free code left: report, go on
+                rows.append({"tokenizer": tokenizer, "L": levels, "error": str(err)})
+                print(rows[-1], flush=True)
+                continue
             s = record["stage1"]
             rows.append({
                 "tokenizer": tokenizer, "L": levels, "signals": "+".join(s["signals"]),
@@ -58,7 +63,8 @@ def main(argv=None) -> list[dict]:
               "min_code_usage", "stage1_s"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+        print("| " + " | ".join(str(row.get(h, row.get("error", "")) if h != "tokenizer"
+                                    else row[h]) for h in header) + " |")
     print(path)
     return rows
 

@@ -32,6 +32,22 @@ STAGE1_KEYS = (
     "MAX_ITEM_LIST_LENGTH",
 )
 TOKENIZERS = ("bbq", "tiger", "letter")
+# How feature matrices are scaled before stage 1 (part of the cache key: changing it retrains).
+FEATURE_SCALING = "zscore"
+
+
+def standardize(matrix: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Z-score every feature dimension over the items that have the modality.
+
+    Sentence embeddings are L2-normalised, so each of their ~384 dimensions has a std of ~0.05
+    and the reconstruction loss starts near 1e-3, against quantization losses of order 1: the
+    RQ-VAE then minimises its total by collapsing the encoder onto a single code (seen on
+    Beauty: 1 of 256 codes used per level). Unit-variance inputs put reconstruction on the
+    scale of the other losses. Rows without the modality stay zero (masked out anyway).
+    """
+    rows = matrix[mask] if bool(mask.any()) else matrix
+    mean, std = rows.mean(0), rows.std(0).clamp_min(1e-6)
+    return torch.where(mask[:, None], (matrix - mean) / std, torch.zeros_like(matrix))
 
 
 def training_sequences(train_dataset) -> list[np.ndarray]:
@@ -80,6 +96,7 @@ def stage1_identity(config, dataset) -> tuple[str, dict]:
     modalities = stage1_modalities(config, dataset)
     params = {key: config[key] for key in STAGE1_KEYS}
     params["modalities"] = modalities
+    params["feature_scaling"] = FEATURE_SCALING
     params["dataset"] = dataset.dataset_name
     params["items"] = fingerprint_array(np.asarray(dataset.item_tokens()[1:], dtype=str))
     params["features"] = {m: fingerprint_array(dataset.item_features(m)[0].numpy())
@@ -155,8 +172,8 @@ def prepare_stage1(config, dataset) -> dict:
 
     modalities = params["modalities"]
     n_items = dataset.item_num - 1  # tokenizer rows 0..n-2 <-> internal ids 1..n-1
-    features = {m: dataset.item_features(m)[0][1:] for m in modalities}
     masks = {m: dataset.item_features(m)[1][1:] for m in modalities}
+    features = {m: standardize(dataset.item_features(m)[0][1:], masks[m]) for m in modalities}
     sequences = [seq - 1 for seq in training_sequences(dataset)]
     seed_everything(config["seed"])  # same seed -> same initial weights -> same IDs
     tokenizer = build_tokenizer(config, n_items, {m: f.shape[1] for m, f in features.items()},
