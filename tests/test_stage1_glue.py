@@ -47,4 +47,23 @@ def test_stage1_hash_changes_with_config_and_not_with_stage2_keys(ml100k_root):
 
     base = identity()
     assert identity(d_model=64, n_buckets=10, learning_rate=0.01) == base  # stage-2 keys
-    assert identity(code_dim=64) != base and identity(use_mim=False) != base
+    assert identity(code_dim=32) != base and identity(use_mim=False) != base
+
+
+def test_standardize_gives_unit_variance_and_keeps_missing_rows_zero(ml100k_root):
+    import torch
+
+    from recbole_bbqrec.data.item_features import load_item_features
+    from recbole_bbqrec.stage1 import standardize
+
+    features = load_item_features(ml100k_root, "ml-100k", "text")
+    matrix = torch.from_numpy(features.matrix)
+    mask = torch.ones(len(matrix), dtype=torch.bool)
+    mask[:5] = False  # pretend five items lack the modality
+    z = standardize(matrix, mask)
+    kept = z[mask]
+    varying = matrix[mask].std(0) > 1e-6  # hashed features leave some dimensions constant
+    assert torch.allclose(kept.mean(0), torch.zeros_like(kept[0]), atol=1e-4)
+    assert torch.allclose(kept.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-3)
+    assert torch.count_nonzero(z[:5]) == 0
+    assert torch.isfinite(z).all()
