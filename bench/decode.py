@@ -100,7 +100,8 @@ def timed_search(model, index, hist, beam, batch, reference_trie=None):
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--codes", help=".npy int array [n_items, L, S]; default: synthetic")
+    p.add_argument("--codes", help=".npy int array [n_items, L, S], or a stage-1 .sid file; "
+                                   "default: synthetic")
     p.add_argument("--checkpoint", help="generator state dict (torch.save), loaded weights-only")
     p.add_argument("--checkpoint_prefix", default="",
                    help="key prefix of the generator inside the checkpoint, e.g. 'generator.'")
@@ -128,8 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    codes = load_codes(args.codes) if args.codes else synthetic_codes(
-        args.n_items, args.levels, args.signals, args.codebook_size, args.seed)
+    if args.codes and args.codes.endswith(".sid"):
+        from recbole_bbqrec.tokenizers.semantic_ids import read_sid_file
+
+        codes = torch.from_numpy(read_sid_file(args.codes)[1])
+    else:
+        codes = load_codes(args.codes) if args.codes else synthetic_codes(
+            args.n_items, args.levels, args.signals, args.codebook_size, args.seed)
     n_levels, n_signals = codes.shape[1], codes.shape[2]
     n_codes = max(args.codebook_size, int(codes.max()) + 1)
     model = SemanticIDGenerator(n_levels, n_signals, n_codes, args.d_model, args.n_heads,

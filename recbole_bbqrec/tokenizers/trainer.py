@@ -272,7 +272,11 @@ class TokenizerTrainer:
             tok.load_state_dict(best_state)
         encoded = tok.encode_all()
         raw = count_collisions(encoded.codes)
-        codes = make_unique(encoded.codes, encoded.last_distances) if raw else encoded.codes
+        try:
+            codes = make_unique(encoded.codes, encoded.last_distances) if raw else encoded.codes
+        except ValueError as err:  # keep the paper's Table-5 count in the message
+            raise ValueError(f"{err} ({raw} of {len(encoded.codes)} items collided before "
+                             f"uniqueness)") from err
         usage = self._code_usage(codes)
         self._warn_collapse(usage, best_epoch)
         return Stage1Result(
