@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,8 +82,11 @@ def _frame(users: list[str], items: list[str], times: list[float]) -> pd.DataFra
     ).assign(order=lambda f: range(len(f)))
 
 
-def read_reviews(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, LineTally]:
-    """(user, item, timestamp, order) rows of a reviews file; malformed lines are tallied."""
+def _read_interactions(path: Path, max_bad_fraction: float,
+                       parse_line: Callable[[str], tuple[str, str, float] | None],
+                       ) -> tuple[pd.DataFrame, LineTally]:
+    """(user, item, timestamp, order) rows of a line-per-interaction file; a line that
+    ``parse_line`` rejects (returns None) is tallied as malformed."""
     tally = LineTally(path, max_bad_fraction)
     users: list[str] = []
     items: list[str] = []
@@ -91,47 +95,48 @@ def read_reviews(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, Lin
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            record = parse_record(line)
-            user = record.get("reviewerID") if record else None
-            item = record.get("asin") if record else None
-            when = _review_time(record) if record else None
-            if not (isinstance(user, str) and isinstance(item, str) and user.strip()
-                    and item.strip() and when is not None):
+            row = parse_line(line)
+            if row is None:
                 tally.bad_line(number, line)
                 continue
             tally.ok()
-            users.append(clean_token(user))
-            items.append(clean_token(item))
-            times.append(when)
+            users.append(clean_token(row[0]))
+            items.append(clean_token(row[1]))
+            times.append(row[2])
     tally.check()
     return _frame(users, items, times), tally
+
+
+def _review_row(line: str) -> tuple[str, str, float] | None:
+    record = parse_record(line)
+    user = record.get("reviewerID") if record else None
+    item = record.get("asin") if record else None
+    when = _review_time(record) if record else None
+    if not (isinstance(user, str) and isinstance(item, str) and user.strip()
+            and item.strip() and when is not None):
+        return None
+    return user, item, when
+
+
+def _rating_row(line: str) -> tuple[str, str, float] | None:
+    fields = line.rstrip("\r\n").split(",")
+    try:
+        if len(fields) != 4 or not fields[0].strip() or not fields[1].strip():
+            return None
+        float(fields[2])  # the rating must parse even though it is not kept
+        return fields[0], fields[1], float(fields[3])
+    except ValueError:
+        return None
+
+
+def read_reviews(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, LineTally]:
+    """(user, item, timestamp, order) rows of a reviews file; malformed lines are tallied."""
+    return _read_interactions(path, max_bad_fraction, _review_row)
 
 
 def read_ratings_csv(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, LineTally]:
     """(user, item, timestamp, order) rows of a headerless ``user,item,rating,timestamp`` CSV."""
-    tally = LineTally(path, max_bad_fraction)
-    users: list[str] = []
-    items: list[str] = []
-    times: list[float] = []
-    with open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split(",")
-            try:
-                if len(fields) != 4 or not fields[0].strip() or not fields[1].strip():
-                    raise ValueError
-                float(fields[2])
-                when = float(fields[3])
-            except ValueError:
-                tally.bad_line(number, line)
-                continue
-            tally.ok()
-            users.append(clean_token(fields[0]))
-            items.append(clean_token(fields[1]))
-            times.append(when)
-    tally.check()
-    return _frame(users, items, times), tally
+    return _read_interactions(path, max_bad_fraction, _rating_row)
 
 
 _ASIN_FIELD = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
