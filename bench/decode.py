@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decoder_layers", type=int, default=4)
     p.add_argument("--d_ff", type=int, default=512)
     p.add_argument("--n_buckets", type=int, default=100)
+    p.add_argument("--no_similarity", action="store_true",
+                   help="plain attention (TIGER checkpoints have no bucket tables)")
     p.add_argument("--max_history", type=int, default=20)
     p.add_argument("--n_users", type=int, default=256, help="users for the batched-vs-reference run")
     p.add_argument("--batch_size", type=int, default=256)
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     n_codes = max(args.codebook_size, int(codes.max()) + 1)
     model = SemanticIDGenerator(n_levels, n_signals, n_codes, args.d_model, args.n_heads,
                                 args.encoder_layers, args.decoder_layers, args.d_ff, 0.0,
-                                args.max_history, args.n_buckets, use_similarity=True)
+                                args.max_history, args.n_buckets,
+                                use_similarity=not args.no_similarity)
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
