@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import sys
 import time
 
@@ -63,7 +64,7 @@ def command_line() -> str:
         argv = argv[1:]
     if argv and argv[0] != "-m" and os.path.isfile(argv[0]):
         argv[0] = os.path.relpath(argv[0])
-    return " ".join(["python", *argv])
+    return shlex.join(["python", *argv])  # quoted so that it can be pasted into a shell
 
 
 def load_results(folder: str) -> list[dict]:
