@@ -34,7 +34,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_bbqrec.config import Config, to_plain
-from recbole_bbqrec.trainer import load_checkpoint
+from recbole_bbqrec.trainer import load_checkpoint, load_model_weights
 from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, repo_root
 
 # Final-config keys RecBole derives itself (passing them back would be wrong or warned about),
@@ -107,12 +107,7 @@ class Recommender:
         self.device = config["device"]
         model_class = get_model(config["model"])
         self.model = model_class(config, self.dataset).to(self.device)
-        checkpoint = load_checkpoint(checkpoint_path, self.device)
-        check = getattr(self.model, "check_checkpoint_meta", None)
-        if callable(check):
-            check(checkpoint.get("meta", {}), checkpoint_path)
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        load_model_weights(self.model, checkpoint_path, self.device)
         self.model.eval()
         self.max_length = int(config["MAX_ITEM_LIST_LENGTH"])
         self.token_to_id = dict(self.dataset.field2token_id[self.dataset.iid_field])

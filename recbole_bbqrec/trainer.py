@@ -38,6 +38,18 @@ def load_checkpoint(path: str, device="cpu") -> dict:
             f"recbole_bbqrec, or convert it in a trusted session. Cause: {err}") from err
 
 
+def load_model_weights(model, checkpoint_file: str, device="cpu") -> dict:
+    """Load a weights-only checkpoint into ``model`` after the model's own identity check
+    (``check_checkpoint_meta``, e.g. BBQRec's semantic-ID hash); returns the checkpoint."""
+    checkpoint = load_checkpoint(checkpoint_file, device)
+    check = getattr(model, "check_checkpoint_meta", None)
+    if callable(check):
+        check(checkpoint.get("meta", {}), checkpoint_file)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return checkpoint
+
+
 class SafeCheckpointMixin:
     """Overrides RecBole's checkpoint save/resume/evaluate-loading with weights-only I/O."""
 
@@ -66,13 +78,7 @@ class SafeCheckpointMixin:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def _load_model_weights(self, checkpoint_file: str) -> dict:
-        checkpoint = load_checkpoint(checkpoint_file, self.device)
-        check = getattr(self.model, "check_checkpoint_meta", None)
-        if callable(check):
-            check(checkpoint.get("meta", {}), checkpoint_file)
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        return checkpoint
+        return load_model_weights(self.model, checkpoint_file, self.device)
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
