@@ -72,21 +72,10 @@ def training_sequences(train_dataset) -> list[np.ndarray]:
 
 
 def stage1_modalities(config, dataset) -> list[str]:
-    chosen = config["modalities"]
-    available = dataset.available_modalities()
-    if not chosen:
-        if not available:
-            raise FileNotFoundError(f"No feature matrices (<Name>.<modality>.npy) in "
-                                    f"{dataset.feature_dir}: run python -m "
-                                    f"recbole_bbqrec.preprocess --dataset {dataset.dataset_name}")
-        chosen = available
+    chosen = dataset.resolve_modalities(config["modalities"])
     if config["tokenizer"] in ("tiger", "letter"):
         chosen = chosen[:1]  # TIGER/LETTER quantize one (text) embedding
-    missing = [m for m in chosen if m not in available]
-    if missing:
-        raise FileNotFoundError(f"Modalities {missing} listed in config have no feature file in "
-                                f"{dataset.feature_dir} (found: {available}).")
-    return list(chosen)
+    return chosen
 
 
 def stage1_identity(config, dataset) -> tuple[str, dict]:

@@ -16,7 +16,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 PLUGIN_MODEL_PACKAGES = ["recbole_bbqrec.model.sequential_recommender"]
-PLUGIN_MODELS = ["BBQRec", "TIGER", "SASRecBCE"]
+PLUGIN_MODELS = ["BBQRec", "TIGER", "SASRecBCE", "GRU4RecF", "SASRecF", "NOVA"]
 # RecBole's get_model walks these too, but stops with an ImportError on exlib_recommender
 # (optional lightgbm/xgboost) before it can say that a name is unknown.
 RECBOLE_MODEL_SUBMODULES = ["general_recommender", "context_aware_recommender",

@@ -49,6 +49,35 @@ class MultiModalSequentialDataset(SequentialDataset):
                 found.append(parts[0])
         return found
 
+    def resolve_modalities(self, chosen: list[str] | None) -> list[str]:
+        """``chosen`` checked against the files on disk; None or empty = every modality found."""
+        available = self.available_modalities()
+        if not chosen:
+            if not available:
+                raise FileNotFoundError(
+                    f"No feature matrices (<Name>.<modality>.npy) in {self.feature_dir}: run "
+                    f"python -m recbole_bbqrec.preprocess --dataset {self.dataset_name}")
+            return available
+        missing = [m for m in chosen if m not in available]
+        if missing:
+            raise FileNotFoundError(f"Modalities {missing} listed in config have no feature file "
+                                    f"in {self.feature_dir} (found: {available}).")
+        return list(chosen)
+
+    def feature_matrices(self, modalities: list[str] | None = None,
+                         extra_rows: int = 0) -> list[torch.Tensor]:
+        """One ``[n_items + extra_rows, dim]`` matrix per modality (None = every one on disk).
+
+        ``extra_rows`` zero rows are appended for ids beyond the catalogue (BERT4Rec's mask
+        token). Items that lack a modality keep their zero row.
+        """
+        matrices = []
+        for name in self.resolve_modalities(modalities):
+            matrix, _ = self.item_features(name)                   # [n_items, dim]
+            padding = matrix.new_zeros(extra_rows, matrix.shape[1])
+            matrices.append(torch.cat([matrix, padding]) if extra_rows else matrix)
+        return matrices
+
     def copy(self, new_inter_feat):
         # RecBole builds train/valid/test datasets with copy(); share the cache with them.
         new = super().copy(new_inter_feat)
@@ -61,3 +90,5 @@ class BBQRecDataset(MultiModalSequentialDataset):
 
 
 TIGERDataset = BBQRecDataset
+# The feature-fused baselines read the same matrices (``feature_matrices``).
+GRU4RecFDataset = SASRecFDataset = NOVADataset = MultiModalSequentialDataset
