@@ -1,4 +1,4 @@
-"""Semantic-ID collisions at L = 2, 3, 4 (paper Table 5) for the BBQRec and TIGER tokenizers.
+"""Semantic-ID collisions at L = 2, 3, 4 (paper Table 5) for the BBQRec, TIGER and LETTER tokenizers.
 
 Runs stage 1 only (``--stage=tokenizer``, cached by config hash, so a rerun reuses IDs) for each
 tokenizer and code length, and reports, per run, the items that share a full ID before
@@ -6,13 +6,16 @@ uniqueness is enforced (the paper's count), after it (always 0: ``make_unique`` 
 signal's last-level code to the nearest free one), code usage per level and training time.
 
     .venv/bin/python bench/collisions.py --dataset=Beauty --config_files=properties/overrides/cpu_budget.yaml
+    .venv/bin/python bench/collisions.py --dataset=Beauty --tokenizers letter \
+        --config_files=properties/overrides/cpu_budget.yaml --letter_cf_checkpoint=saved/SASRec-....pth
 
-Writes ``results/<dataset>/stage1-collisions.json`` (read by ``recbole_bbqrec.report``) and
-prints a markdown table.
+Writes ``results/<dataset>/stage1-collisions.json`` (read by ``recbole_bbqrec.report``; rows of
+tokenizers not run this time are kept) and prints a markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -20,7 +23,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.quick_start import run  # noqa: E402
 
-TOKENIZER_MODELS = {"bbq": "BBQRec", "tiger": "TIGER"}
+# LETTER's IDs feed TIGER's generator (LETTER-TIGER); the tokenizer key selects the IDs.
+TOKENIZER_MODELS = {"bbq": "BBQRec", "tiger": "TIGER", "letter": "TIGER"}
+DEFAULT_TOKENIZERS = ["bbq", "tiger"]  # letter also needs --letter_cf_checkpoint
+
+
+def merge_rows(path: str, new_rows: list[dict]) -> list[dict]:
+    """Earlier rows of ``path`` for the tokenizers not rerun, then ``new_rows``."""
+    if not os.path.isfile(path):
+        return new_rows
+    with open(path, encoding="utf-8") as f:
+        old_rows = json.load(f)
+    rerun = {row["tokenizer"] for row in new_rows}
+    return [row for row in old_rows if row.get("tokenizer") not in rerun] + new_rows
 
 
 def main(argv=None) -> list[dict]:
@@ -28,7 +43,8 @@ def main(argv=None) -> list[dict]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--levels", type=int, nargs="+", default=[2, 3, 4])
-    parser.add_argument("--tokenizers", nargs="+", default=list(TOKENIZER_MODELS))
+    parser.add_argument("--tokenizers", nargs="+", default=DEFAULT_TOKENIZERS,
+                        choices=list(TOKENIZER_MODELS))
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
     parser.add_argument("--results_dir", default="results")
     args, extra = parser.parse_known_args(argv)
@@ -40,7 +56,7 @@ def main(argv=None) -> list[dict]:
                 record = run(model=TOKENIZER_MODELS[tokenizer], dataset=args.dataset,
                              config_file_list=files, argv=extra,
                              config_dict={"stage": "tokenizer", "n_levels": levels,
-                                          "show_progress": False})
+                                          "tokenizer": tokenizer, "show_progress": False})
             except ValueError as err:  # e.g. a prefix with no free code left: report, go on
                 rows.append({"tokenizer": tokenizer, "L": levels, "error": str(err)})
                 print(rows[-1], flush=True)
@@ -58,6 +74,7 @@ def main(argv=None) -> list[dict]:
             })
             print(rows[-1], flush=True)
     path = os.path.join(args.results_dir, args.dataset, "stage1-collisions.json")
+    rows = merge_rows(path, rows)
     atomic_write_json(path, rows, sort_keys=False)
     header = ["tokenizer", "L", "signals", "items", "raw_collisions", "collisions_after_fix",
               "min_code_usage", "stage1_s"]

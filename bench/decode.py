@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
+from recbole_bbqrec.results import command_line  # noqa: E402
 from recbole_bbqrec.modules.beam_search import (PrefixIndex, build_trie,  # noqa: E402
                                                 constrained_beam_search, reference_beam_search)
 from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="users per chunk in the scaling run (the root level holds [B, n_items])")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the per-beam rows as JSON here, e.g. "
+                                 "results/Beauty/bench-decode-BBQRec.json (read by the report)")
+    p.add_argument("--label", default=None, help="the `ids` column of --out (default: --codes)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
           f"d_model={args.d_model}, enc/dec layers {args.encoder_layers}/{args.decoder_layers}, "
           f"threads={torch.get_num_threads()}", flush=True)
 
-    ratios, identical = [], True
+    ratios, identical, rows = [], True, []
     with torch.inference_mode():
         start = time.perf_counter()
         index = PrefixIndex.from_codes(codes)
@@ -183,6 +188,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"ms/user) | reference {n / t_ref:7.1f} users/s ({1e3 * t_ref / n:.2f} "
                   f"ms/user) | speed-up {ratio:.1f}x | top-10 identical: {same} "
                   f"(max |score diff| {(scores - ref_scores).abs().max().item():.2e})", flush=True)
+            rows.append({"ids": args.label or args.codes or "synthetic", "beam": beam,
+                         "users": n, "batched_ms_per_user": round(1e3 * t_fast / n, 2),
+                         "reference_ms_per_user": round(1e3 * t_ref / n, 2),
+                         "speed_up": round(ratio, 1),
+                         "search_speed_up": round(search_ref / max(search_fast, 1e-9), 1),
+                         "identical_top10": same, "threads": torch.get_num_threads(),
+                         "weights": args.checkpoint or "random init"})
             print(f"          of which model (encoder + decoder steps, same step_fn): "
                   f"{1e3 * m_fast / n:.2f} / {1e3 * m_ref / n:.2f} ms/user; search alone: "
                   f"{1e3 * search_fast / n:.3f} vs {1e3 * search_ref / n:.2f} ms/user = "
@@ -203,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"({min(args.scale_batch, args.scale_users)} users per call)", flush=True)
             del big, big_index
 
+    if args.out:
+        atomic_write_json(args.out, {"rows": rows, "command": command_line()}, sort_keys=False)
+        print(f"wrote {args.out}")
     print(f"decode speed-up: {min(ratios):.1f}x, identical top-10: {'yes' if identical else 'no'}")
 
 

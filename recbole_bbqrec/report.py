@@ -25,6 +25,9 @@ from recbole_bbqrec import compare
 from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.results import load_results
 
+# Config keys that define what a test number means; a report lists each distinct setting.
+PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "topk", "valid_metric")
+
 
 def _rel(path: str, start: str) -> str:
     try:
@@ -38,6 +41,29 @@ def _sources(records: list[dict], out_dir: str) -> str:
     for r in records:
         lines.append(f"- `{_rel(r['_path'], out_dir)}`: `{r.get('command') or '(no command recorded)'}`")
     return "\n".join(lines)
+
+
+def protocol_section(records: list[dict]) -> str:
+    """The evaluation protocol, read from the runs' own recorded configs (not assumed)."""
+    head = "## Protocol\n\n"
+    settings = {}
+    for r in records:
+        config = r.get("config") or {}
+        key = json.dumps({k: config.get(k) for k in PROTOCOL_KEYS}, sort_keys=True)
+        settings.setdefault(key, []).append(compare.label_of(r))
+    if not settings:
+        return head + "No runs yet.\n"
+    lines = []
+    for key, labels in settings.items():
+        values = json.loads(key)
+        lines.append("- " + ", ".join(f"`{k}`={json.dumps(values[k])}" for k in PROTOCOL_KEYS)
+                     + f": {', '.join(sorted(set(labels)))}")
+    note = ("Every run is scored by RecBole's evaluator on the test split after early stopping "
+            "on the validation split; `split` LS = leave-one-out (last item test, second-last "
+            "validation), `mode` full = ranked against every item of the catalogue.")
+    if len(settings) > 1:
+        note += " **The runs differ in protocol**: compare only runs of the same line."
+    return head + note + "\n\n" + "\n".join(lines) + "\n"
 
 
 def overall_section(records: list[dict], dataset: str, target: str, out_dir: str) -> str:
@@ -175,6 +201,10 @@ def sweeps_section(dataset: str, results_dir: str, ray_results: str, out_dir: st
             parts.append(f"![{name}]({_rel(target, out_dir)})\n\n")
         else:
             parts.append("No plot: no trial of this sweep reported a validation score.\n\n")
+        if sweep.get("fixed") or sweep.get("epochs"):
+            budget = {"epochs": sweep.get("epochs"), **(sweep.get("fixed") or {})}
+            parts.append("Every trial: " + ", ".join(f"{k}={v}" for k, v in budget.items())
+                         + f" (space `{sweep.get('space')}`).\n\n")
         best = sweep.get("best")
         if best:
             params = ", ".join(f"{k}={best.get(k)}" for k in sweep.get("searched", []))
@@ -198,6 +228,7 @@ def build_report(dataset: str, results_dir: str = "results", out_dir: str = "rep
     sections = [
         f"# {dataset}: recbole_bbqrec results\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} "
         f"from `{folder}` by `python -m recbole_bbqrec.report --dataset={dataset}`.\n",
+        protocol_section(records),
         overall_section(records, dataset, target, out_dir),
         ablation_section(records, dataset, target, out_dir),
         json_tables_section("Stage-1 semantic IDs: collisions and codebook use", "stage1-*.json",

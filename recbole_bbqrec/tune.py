@@ -304,6 +304,7 @@ def run_search(model, dataset, space_path, config_file_list=None, config_dict=No
     ok = [r for r in rows if isinstance(r.get(TARGET_METRIC), float)]
     summary = {"model": setup["model"], "dataset": setup["dataset"], "space": space_path,
                "searched": space.keys, "one_at_a_time": space.one_at_a_time,
+               "fixed": space.fixed, "epochs": setup["epochs"],
                "command": command_line(), "output_dir": output_dir, "csv": csv_path,
                "plot": plot_path, "n_trials": len(rows),
                "n_errors": sum(r["status"] == "ERROR" for r in rows),

@@ -139,7 +139,8 @@ def test_report_assembles_tables_figures_and_commands(toy, tmp_path):
                str(sweep_dir / "sweep.png"))
     (sweep_dir / "sweep.json").write_text(json.dumps({
         "dataset": "Toy", "searched": ["n_levels"], "n_trials": 2, "n_errors": 0,
-        "best": {"n_levels": 2, "ndcg@10": 0.05}, "command": "python run_hyper.py --dataset=Toy"}))
+        "best": {"n_levels": 2, "ndcg@10": 0.05}, "command": "python run_hyper.py --dataset=Toy",
+        "space": "lndk.yaml", "epochs": 1, "fixed": {"tokenizer_steps_per_epoch": 100}}))
 
     path = report.build_report("Toy", str(results), str(tmp_path / "reports"),
                                str(tmp_path / "ray_results"))
@@ -155,6 +156,8 @@ def test_report_assembles_tables_figures_and_commands(toy, tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "](Toy-figures/00-BBQRec-Toy-lndk.png)" in text
     assert "python run_hyper.py --dataset=Toy" in text
+    # a reduced budget is stated next to the figure it produced
+    assert "Every trial: epochs=1, tokenizer_steps_per_epoch=100 (space `lndk.yaml`)" in text
 
 
 def test_report_on_an_empty_dataset_names_the_commands(tmp_path):
@@ -166,3 +169,23 @@ def test_report_on_an_empty_dataset_names_the_commands(tmp_path):
     assert "--run_tag=ablation-" in text and "--stage=tokenizer" in text
     assert "properties/hyper/bbqrec_lndk.yaml" in text
     assert os.path.basename(path) == "Nothing.md"
+
+
+def test_report_lists_each_protocol_and_flags_a_mismatch(tmp_path):
+    results, arrays = tmp_path / "results", per_user(1, 0.3)
+    leave_one_out = {"split": {"LS": "valid_and_test"}, "mode": "full", "order": "TO"}
+    for model, history in (("GRU4Rec", 20), ("SASRec", 20), ("BBQRec", 50)):
+        record, path = write_run(results, model, arrays)
+        with open(path) as f:
+            on_disk = json.load(f)
+        on_disk["config"].update(eval_args=leave_one_out, MAX_ITEM_LIST_LENGTH=history,
+                                 topk=[5, 10], valid_metric="NDCG@10")
+        with open(path, "w") as f:
+            json.dump(on_disk, f)
+    text = open(report.build_report("Toy", str(results), str(tmp_path / "reports"),
+                                    str(tmp_path / "ray_results"))).read()
+    section = text.split("## Protocol")[1].split("\n## ")[0]
+    assert "`MAX_ITEM_LIST_LENGTH`=20" in section and "`MAX_ITEM_LIST_LENGTH`=50" in section
+    assert section.count("\n- ") == 2  # one line per distinct protocol
+    assert ": GRU4Rec, SASRec" in section and ": BBQRec" in section
+    assert "The runs differ in protocol" in section
