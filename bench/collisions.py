@@ -22,6 +22,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.quick_start import run  # noqa: E402
+from recbole_bbqrec.results import command_line  # noqa: E402
+from recbole_bbqrec.tokenizers.semantic_ids import CollisionError  # noqa: E402
 
 # LETTER's IDs feed TIGER's generator (LETTER-TIGER); the tokenizer key selects the IDs.
 TOKENIZER_MODELS = {"bbq": "BBQRec", "tiger": "TIGER", "letter": "TIGER"}
@@ -49,7 +51,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--results_dir", default="results")
     args, extra = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
-    rows = []
+    rows, command = [], command_line()
     for tokenizer in args.tokenizers:
         for levels in args.levels:
             try:
@@ -57,8 +59,10 @@ def main(argv=None) -> list[dict]:
                              config_file_list=files, argv=extra,
                              config_dict={"stage": "tokenizer", "n_levels": levels,
                                           "tokenizer": tokenizer, "show_progress": False})
-            except ValueError as err:  # e.g. a prefix with no free code left: report, go on
-                rows.append({"tokenizer": tokenizer, "L": levels, "error": str(err)})
+            except CollisionError as err:  # a prefix with no free code left: report, go on
+                rows.append({"tokenizer": tokenizer, "L": levels, "items": err.n_items,
+                             "raw_collisions": err.raw_collisions, "collisions_after_fix": None,
+                             "error": str(err), "command": command})
                 print(rows[-1], flush=True)
                 continue
             s = record["stage1"]
@@ -68,9 +72,7 @@ def main(argv=None) -> list[dict]:
                 "collisions_after_fix": s["collisions"],
                 "min_code_usage": round(min(min(v) for v in s["code_usage"].values()), 3),
                 "stage1_s": s["train_s"], "epochs": s["epochs_run"], "hash": s["hash"],
-                "command": " ".join(["python bench/collisions.py", f"--dataset={args.dataset}"]
-                                    + ([f"--config_files='{args.config_files}'"] if files else [])
-                                    + extra),
+                "command": command,
             })
             print(rows[-1], flush=True)
     path = os.path.join(args.results_dir, args.dataset, "stage1-collisions.json")
@@ -80,8 +82,7 @@ def main(argv=None) -> list[dict]:
               "min_code_usage", "stage1_s"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(str(row.get(h, row.get("error", "")) if h != "tokenizer"
-                                    else row[h]) for h in header) + " |")
+        print("| " + " | ".join(str(row.get(h, "-")) for h in header) + " |")
     print(path)
     return rows
 

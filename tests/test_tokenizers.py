@@ -12,6 +12,7 @@ import torch
 from recbole_bbqrec.tokenizers.bbq import BBQTokenizer
 from recbole_bbqrec.tokenizers.letter import LETTERTokenizer
 from recbole_bbqrec.tokenizers.rqvae import RQVAETokenizer
+from recbole_bbqrec.tokenizers.semantic_ids import CollisionError
 from recbole_bbqrec.tokenizers.trainer import TokenizerTrainer, build_pairs, load_checkpoint, seed_everything
 
 ML100K = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
@@ -180,6 +181,19 @@ def test_tiger_and_letter_train_and_give_unique_ids(ml100k):
         assert result.history[-1]["loss"] < result.history[0]["loss"]
         if cls is LETTERTokenizer:
             assert {"cf_align", "diversity"} <= set(result.history[0])
+
+
+def test_ids_too_short_for_the_catalogue_raise_with_the_table5_count(ml100k):
+    # L=1 with 4 codes cannot hold 1,349 items: the error keeps the raw collision count
+    n = len(ml100k["tokens"])
+    seed_everything(0)
+    tok = RQVAETokenizer(n_items=n, input_dim=TEXT_DIM, code_dim=8, n_levels=1, codebook_size=4,
+                         hidden_dims=(32,), kmeans_iters=2)
+    with pytest.raises(CollisionError, match=r"use a larger codebook_size.*items collided") as err:
+        TokenizerTrainer(tok, epochs=1, batch_size=256, steps_per_epoch=2, seed=0).fit(
+            {"text": ml100k["features"]["text"]})
+    assert err.value.n_items == n
+    assert n - 4 <= err.value.raw_collisions <= n  # at most 4 distinct IDs among n items
 
 
 def test_letter_rejects_misaligned_cf_table():

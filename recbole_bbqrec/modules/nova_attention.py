@@ -21,7 +21,9 @@ class SideInfoFusion(nn.Module):
     """Fuse ``item [B, L, H]`` with ``side [B, L, M, H]`` into ``[B, L, H]``.
 
     ``add`` sums them; ``concat`` projects the concatenation; ``gating`` (NOVA's best) takes a
-    softmax-weighted sum of the 1 + M sources, with one learned score per source vector.
+    gated sum of the 1 + M sources, one learned score per source vector. The gate is
+    normalised with a softmax over the sources (our choice) so that the fused vector stays on
+    the scale of its inputs whatever the number of modalities.
     """
 
     def __init__(self, hidden_size: int, n_side: int, mode: str = "gating"):

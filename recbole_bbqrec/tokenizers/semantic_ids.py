@@ -27,6 +27,15 @@ def _check_codes(codes: np.ndarray) -> np.ndarray:
     return codes
 
 
+class CollisionError(ValueError):
+    """Stage-1 IDs that cannot be made unique at this L/N; keeps the paper's Table-5 count."""
+
+    def __init__(self, reason: str, raw_collisions: int, n_items: int):
+        super().__init__(f"{reason} ({raw_collisions} of {n_items} items collided before "
+                         f"uniqueness)")
+        self.raw_collisions, self.n_items = raw_collisions, n_items
+
+
 def count_collisions(codes: np.ndarray) -> int:
     """Number of items whose full ID is shared with at least one other item (paper Table 5)."""
     codes = _check_codes(codes)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from recbole_bbqrec.atomic_io import atomic_torch_save
 from recbole_bbqrec.tokenizers.base import ItemTokenizer
-from recbole_bbqrec.tokenizers.semantic_ids import count_collisions, make_unique
+from recbole_bbqrec.tokenizers.semantic_ids import CollisionError, count_collisions, make_unique
 
 
 @dataclass
@@ -275,8 +275,7 @@ class TokenizerTrainer:
         try:
             codes = make_unique(encoded.codes, encoded.last_distances) if raw else encoded.codes
         except ValueError as err:  # keep the paper's Table-5 count in the message
-            raise ValueError(f"{err} ({raw} of {len(encoded.codes)} items collided before "
-                             f"uniqueness)") from err
+            raise CollisionError(str(err), raw, len(encoded.codes)) from err
         usage = self._code_usage(codes)
         self._warn_collapse(usage, best_epoch)
         return Stage1Result(
