@@ -23,7 +23,7 @@ import time
 
 from recbole_bbqrec import compare
 from recbole_bbqrec.atomic_io import atomic_write_text
-from recbole_bbqrec.results import load_results
+from recbole_bbqrec.results import SWEEPS_DIR, load_results
 
 # Config keys that define what a test number means; a report lists each distinct setting.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "topk", "valid_metric")
@@ -157,7 +157,7 @@ def json_tables_section(title: str, pattern: str, folder: str, out_dir: str, how
 def find_sweeps(dataset: str, results_dir: str, ray_results: str) -> list[dict]:
     """``sweep.json`` summaries for ``dataset``, plus bare PNGs under results/<dataset>/sweeps."""
     sweeps, seen = [], set()
-    roots = [os.path.join(results_dir, dataset, "sweeps"), ray_results]
+    roots = [os.path.join(results_dir, dataset, SWEEPS_DIR), ray_results]
     for root in roots:
         for path in sorted(glob.glob(os.path.join(root, "**", "sweep.json"), recursive=True)):
             try:
@@ -173,7 +173,7 @@ def find_sweeps(dataset: str, results_dir: str, ray_results: str) -> list[dict]:
                            csv=os.path.join(folder, "trials.csv"))
             sweeps.append(summary)
             seen.add(os.path.abspath(folder))
-    bare = os.path.join(results_dir, dataset, "sweeps")
+    bare = os.path.join(results_dir, dataset, SWEEPS_DIR)
     for png in sorted(glob.glob(os.path.join(bare, "**", "*.png"), recursive=True)):
         if os.path.abspath(os.path.dirname(png)) not in seen:
             sweeps.append({"_folder": os.path.dirname(png), "plot": png, "name": png})

@@ -67,10 +67,18 @@ def command_line() -> str:
     return shlex.join(["python", *argv])  # quoted so that it can be pasted into a shell
 
 
+SWEEPS_DIR = "sweeps"  # results/<dataset>/sweeps/<name>/: run_hyper.py outputs
+
+
 def load_results(folder: str) -> list[dict]:
-    """All result records under ``folder`` (recursively), oldest first; bad files named."""
+    """All result records under ``folder`` (recursively), oldest first; bad files named.
+
+    ``sweeps/`` folders are skipped: they hold Ray Tune's experiment state (JSON lines,
+    pickles), read by ``report`` through their ``sweep.json``.
+    """
     records = []
-    for root, _dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != SWEEPS_DIR)
         for name in sorted(files):
             if not name.endswith(".json") or name.startswith(".tmp-"):
                 continue
@@ -78,7 +86,7 @@ def load_results(folder: str) -> list[dict]:
             try:
                 with open(path, encoding="utf-8") as f:
                     record = json.load(f)
-            except (OSError, json.JSONDecodeError) as err:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise ValueError(f"Cannot read result file {path}: {err}") from err
             if not isinstance(record, dict) or "test" not in record or "model" not in record:
                 continue  # other JSON (stats, sweeps) living beside results

@@ -189,3 +189,13 @@ def test_report_lists_each_protocol_and_flags_a_mismatch(tmp_path):
     assert section.count("\n- ") == 2  # one line per distinct protocol
     assert ": GRU4Rec, SASRec" in section and ": BBQRec" in section
     assert "The runs differ in protocol" in section
+
+
+def test_ray_sweep_state_beside_the_results_is_not_read_as_a_run(toy, tmp_path):
+    results, _ = toy
+    trial = results / "Toy" / "sweeps" / "lndk" / "trial_0"
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text('{"ndcg@10": 0.1}\n{"ndcg@10": 0.2}\n')  # JSON lines
+    (trial / "params.json").write_bytes(b"\x80\x04binary")
+    text = compare.main([str(results / "Toy")])
+    assert "| Metric | GRU4Rec | SASRec | BBQRec |" in text
