@@ -247,6 +247,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     if address:
         ray.init(address=address, log_to_driver=verbose)
     else:
+        # Ray starts trial workers at nice 15: beside any other job on the machine (a training,
+        # a test run) the trials would get almost no CPU. Local trials run at normal priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")  # read by the raylet
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  log_to_driver=verbose, configure_logging=False)
     return True

@@ -76,9 +76,16 @@ def test_searched_key_on_the_command_line_or_misspelt_is_refused(tmp_path):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    assert bbq_tune.init_ray(num_cpus=2, verbose=False)  # the local Ray run_hyper.py starts
     yield
     ray.shutdown()
+
+
+def test_local_trials_run_at_normal_priority(local_ray):
+    import ray
+
+    # Ray's default is nice 15: beside another job the trials would barely get CPU
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0
 
 
 def test_two_trial_search_writes_csv_and_sweep_plot(local_ray, ml100k_root, tmp_path):
