@@ -27,6 +27,10 @@ from recbole_bbqrec.results import SWEEPS_DIR, load_results
 
 # Config keys that define what a test number means; a report lists each distinct setting.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "topk", "valid_metric")
+# Config keys that set how long and how large a run trained (the ablation studies' grouping).
+BUDGET_KEYS = ("epochs", "tokenizer_epochs", "tokenizer_steps_per_epoch", "tokenizer_batch_size",
+               "train_batch_size", "d_model", "n_heads", "d_ff", "n_encoder_layers",
+               "n_decoder_layers", "n_levels", "codebook_size", "code_dim", "n_buckets")
 
 
 def _rel(path: str, start: str) -> str:
@@ -83,25 +87,51 @@ def overall_section(records: list[dict], dataset: str, target: str, out_dir: str
     return text + _sources(chosen, out_dir) + "\n"
 
 
+def budget_of(record: dict) -> str:
+    """The training budget a run was made with (see ``BUDGET_KEYS``), as a sortable string."""
+    config = record.get("config") or {}
+    return json.dumps({k: config.get(k) for k in BUDGET_KEYS if config.get(k) is not None},
+                      sort_keys=True)
+
+
 def ablation_section(records: list[dict], dataset: str, target: str, out_dir: str) -> str:
     head = "## Ablations (paper Tables 3-4)\n\n"
-    newest = compare.select_runs(records)
-    variants = [r for r in newest if compare.is_ablation(r)]
-    if not variants:
-        return head + (f"No ablation runs for {dataset}. Produce them with `python "
+    # One study per training budget: a variant is compared only with the full model trained at
+    # the same budget, never with a longer or shorter run.
+    studies: dict[str, list[dict]] = {}
+    for r in records:
+        if compare.is_ablation(r) or compare.label_of(r) == target:
+            studies.setdefault(budget_of(r), []).append(r)
+    parts = []
+    for budget, runs in studies.items():
+        newest = compare.select_runs(runs)
+        variants = [r for r in newest if compare.is_ablation(r)]
+        if not variants:
+            continue
+        # `python -m recbole_bbqrec.ablation` tags its reference run `ablation-full`.
+        reference = target
+        tagged_full = f"{target}-{compare.ABLATION_PREFIX}full"
+        full = [r for r in newest if compare.label_of(r) == tagged_full]
+        if full:
+            variants, reference = [r for r in variants if r not in full], tagged_full
+        else:
+            full = [r for r in newest if compare.label_of(r) == target]
+        title = "### Budget: " + ", ".join(f"{k}={v}" for k, v in json.loads(budget).items())
+        if not full:
+            labels = ", ".join(compare.label_of(r) for r in variants)
+            parts.append(f"{title}\n\nNo full {target} run at this budget to compare "
+                         f"{labels} with.\n\n" + _sources(variants, out_dir) + "\n")
+            continue
+        table = compare.paper_table(variants + full, target=reference)
+        parts.append(f"{title}\n\nVariants against the full {reference} (Improv. = full model "
+                     f"vs best variant).\n\n" + compare.table2_markdown(table) + "\n\n"
+                     + _sources(variants + full, out_dir) + "\n")
+    if not parts:
+        return head + (f"No ablation runs for {dataset}. Produce them with `python -m "
+                       f"recbole_bbqrec.ablation --dataset={dataset}` (or `python "
                        f"run_recbole_bbqrec.py --model={target} --dataset={dataset} "
-                       f"--run_tag=ablation-<variant> --<switch>=<value>`.\n")
-    # `python -m recbole_bbqrec.ablation` tags its reference run `ablation-full`.
-    tagged_full = f"{target}-{compare.ABLATION_PREFIX}full"
-    full = [r for r in newest if compare.label_of(r) == tagged_full]
-    if full:
-        variants, target = [r for r in variants if r not in full], tagged_full
-    else:
-        full = [r for r in newest if compare.label_of(r) == target]
-    table = compare.paper_table(variants + full, target=target)
-    text = head + f"Variants against the full {target} (Improv. = full model vs best variant).\n\n"
-    text += compare.table2_markdown(table) + "\n\n"
-    return text + _sources(variants + full, out_dir) + "\n"
+                       f"--run_tag=ablation-<variant> --<switch>=<value>`).\n")
+    return head + "\n".join(parts)
 
 
 def json_rows(data) -> list[dict]:

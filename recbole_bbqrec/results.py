@@ -38,7 +38,10 @@ def write_result(results_dir: str, record: dict, per_user: dict | None = None) -
     ``.users.npz`` named in the record, for paired significance tests between runs.
     """
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    path = os.path.join(results_dir, record["dataset"], f"{record['label']}-{stamp}.json")
+    stem = os.path.join(results_dir, record["dataset"], f"{record['label']}-{stamp}")
+    path, n = stem + ".json", 1
+    while os.path.exists(path):  # the same label twice within a second: never overwrite
+        path, n = f"{stem}-{n}.json", n + 1
     if per_user:
         npz_path = path[: -len(".json")] + ".users.npz"
         atomic_save_npz(npz_path, per_user)

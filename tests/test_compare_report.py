@@ -199,3 +199,32 @@ def test_ray_sweep_state_beside_the_results_is_not_read_as_a_run(toy, tmp_path):
     (trial / "params.json").write_bytes(b"\x80\x04binary")
     text = compare.main([str(results / "Toy")])
     assert "| Metric | GRU4Rec | SASRec | BBQRec |" in text
+
+
+def test_ablations_are_compared_only_at_the_same_budget(tmp_path):
+    results = tmp_path / "results"
+
+    def run_at(model, epochs, level, seed, run_tag=None):
+        _, path = write_run(results, model, per_user(seed, level), run_tag=run_tag)
+        with open(path) as f:
+            on_disk = json.load(f)
+        on_disk["config"]["epochs"] = epochs
+        with open(path, "w") as f:
+            json.dump(on_disk, f)
+
+    run_at("BBQRec", 6, 0.6, 1)                                 # long full run
+    run_at("BBQRec", 6, 0.4, 2, run_tag="ablation-no_id")       # its variant
+    run_at("BBQRec", 2, 0.3, 3, run_tag="ablation-full")        # short study
+    run_at("BBQRec", 2, 0.2, 4, run_tag="ablation-no_mim")
+    run_at("BBQRec", 2, 0.25, 5, run_tag="ablation-no_id")      # same label, other budget
+    text = open(report.build_report("Toy", str(results), str(tmp_path / "reports"),
+                                    str(tmp_path / "ray_results"))).read()
+    section = text.split("## Ablations")[1].split("\n## ")[0]
+    assert "### Budget: epochs=6" in section and "### Budget: epochs=2" in section
+    long_study = section.split("### Budget: epochs=6")[1].split("### Budget")[0]
+    short_study = section.split("### Budget: epochs=2")[1].split("### Budget")[0]
+    assert "| Metric | BBQRec-ablation-no_id | BBQRec | Improv. | p-value |" in long_study
+    header = next(line for line in short_study.splitlines() if line.startswith("| Metric |"))
+    assert "BBQRec-ablation-no_mim" in header and "BBQRec-ablation-no_id" in header
+    assert header.endswith("| BBQRec-ablation-full | Improv. | p-value |")
+    assert "ablation-no_mim" not in long_study
