@@ -101,7 +101,9 @@ def plot_sweep(rows: list[dict], space, path: str, title: str = "") -> str | Non
     if not ok:
         return None
     keys = space.keys
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    # one y-scale for all panels: differences between keys are seen at their true size
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False,
+                             sharey=True)
     for ax, key in zip(axes[0], keys):
         trials = ok
         if space.one_at_a_time:
@@ -121,8 +123,8 @@ def plot_sweep(rows: list[dict], space, path: str, title: str = "") -> str | Non
             if space.is_log(key):
                 ax.set_xscale("log")
         ax.set_xlabel(key)
-        ax.set_ylabel("best valid NDCG@10")
         ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("best valid NDCG@10")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -130,3 +132,46 @@ def plot_sweep(rows: list[dict], space, path: str, title: str = "") -> str | Non
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
+
+
+def read_trials_csv(path: str, keys: list[str]) -> list[dict]:
+    """Rows of ``write_trials_csv`` back as numbers (empty cells -> None)."""
+    def number(text: str):
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    metrics = set(VALID_METRICS) | {f"test_{m}" for m in VALID_METRICS}
+    return [{k: (number(v) if k in keys else float(v) if k in metrics and v != "" else
+                 None if k in metrics else v) for k, v in row.items()} for row in rows]
+
+
+def replot(output_dir: str) -> str | None:
+    """Redraw ``sweep.png`` of a finished search from its ``trials.csv`` and ``sweep.json``."""
+    import json
+
+    from recbole_bbqrec.tune import load_space
+
+    with open(os.path.join(output_dir, "sweep.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    space = load_space(summary["space"])
+    rows = read_trials_csv(os.path.join(output_dir, "trials.csv"), space.keys)
+    return plot_sweep(rows, space, os.path.join(output_dir, "sweep.png"),
+                      title=f"{summary['model']} on {summary['dataset']}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m recbole_bbqrec.sweep_results <search output dir> "
+                 "(redraws its sweep.png from trials.csv and sweep.json)")
+    print(replot(sys.argv[1]))

@@ -228,3 +228,26 @@ def test_ablations_are_compared_only_at_the_same_budget(tmp_path):
     assert "BBQRec-ablation-no_mim" in header and "BBQRec-ablation-no_id" in header
     assert header.endswith("| BBQRec-ablation-full | Improv. | p-value |")
     assert "ablation-no_mim" not in long_study
+
+
+def test_a_finished_sweep_is_replotted_from_its_csv(tmp_path):
+    from recbole_bbqrec.sweep_results import read_trials_csv, replot, write_trials_csv
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("one_at_a_time: true\nn_levels: {grid: [2, 3], base: 3}\n"
+                          "n_buckets: {grid: [10, 100], base: 100}\n")
+    rows = [{"trial": "t0", "status": "COMPLETED", "n_levels": 3, "n_buckets": 100,
+             "ndcg@10": 0.0054},
+            {"trial": "t1", "status": "COMPLETED", "n_levels": 2, "n_buckets": 100,
+             "ndcg@10": 0.0044},
+            {"trial": "t2", "status": "ERROR", "n_levels": 3, "n_buckets": 10, "error": "boom"}]
+    out = tmp_path / "sweep"
+    out.mkdir()
+    write_trials_csv(rows, ["n_levels", "n_buckets"], str(out / "trials.csv"))
+    (out / "sweep.json").write_text(json.dumps({"space": str(space_file), "model": "BBQRec",
+                                                "dataset": "Toy"}))
+    back = read_trials_csv(str(out / "trials.csv"), ["n_levels", "n_buckets"])
+    assert back[1]["n_levels"] == 2 and back[1]["ndcg@10"] == pytest.approx(0.0044)
+    assert back[2]["ndcg@10"] is None and back[2]["error"] == "boom"
+    assert replot(str(out)) == str(out / "sweep.png")
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
