@@ -7,14 +7,13 @@ for why RecBole's own layer cannot take a dense pretrained matrix).
 """
 
 from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss
 from recbole.model.sequential_recommender.gru4recf import GRU4RecF as RecBoleGRU4RecF
 from torch import nn
 
-from recbole_bbqrec.modules.dense_features import RecBoleFeatureSeqAdapter
+from recbole_bbqrec.model.sequential_recommender.feature_inputs import DenseFeatureInputs
 
 
-class GRU4RecF(RecBoleGRU4RecF):
+class GRU4RecF(DenseFeatureInputs, RecBoleGRU4RecF):
     def __init__(self, config, dataset):
         # Skip RecBole's __init__: its FeatureSeqEmbLayer needs atomic `selected_features`.
         super(RecBoleGRU4RecF, self).__init__(config, dataset)
@@ -24,15 +23,10 @@ class GRU4RecF(RecBoleGRU4RecF):
         self.hidden_size = config["hidden_size"]
         self.num_layers = config["num_layers"]
         self.dropout_prob = config["dropout_prob"]
-        self.loss_type = config["loss_type"]
-        self.modalities = dataset.resolve_modalities(config["modalities"])
-        self.num_feature_field = len(self.modalities)
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
-        self.feature_embed_layer = RecBoleFeatureSeqAdapter(
-            dataset.feature_matrices(self.modalities), self.embedding_size,
-            dropout=self.dropout_prob)
+        self._init_dense_features(config, dataset, self.embedding_size, self.dropout_prob)
         self.item_gru_layers = nn.GRU(input_size=self.embedding_size, hidden_size=self.hidden_size,
                                       num_layers=self.num_layers, bias=False, batch_first=True)
         # the feature GRU reads the M projected modalities side by side: [B, L, M * E]
@@ -41,12 +35,6 @@ class GRU4RecF(RecBoleGRU4RecF):
             num_layers=self.num_layers, bias=False, batch_first=True)
         self.dense_layer = nn.Linear(self.hidden_size * 2, self.embedding_size)
         self.dropout = nn.Dropout(self.dropout_prob)
-        if self.loss_type == "BPR":
-            self.loss_fct = BPRLoss()
-        elif self.loss_type == "CE":
-            self.loss_fct = nn.CrossEntropyLoss()
-        else:
-            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
 
         # parameters initialization (RecBole's)
         self.apply(xavier_normal_initialization)

@@ -9,14 +9,13 @@ frozen matrices with one learned projection per modality.
 """
 
 from recbole.model.layers import TransformerEncoder
-from recbole.model.loss import BPRLoss
 from recbole.model.sequential_recommender.sasrecf import SASRecF as RecBoleSASRecF
 from torch import nn
 
-from recbole_bbqrec.modules.dense_features import RecBoleFeatureSeqAdapter
+from recbole_bbqrec.model.sequential_recommender.feature_inputs import DenseFeatureInputs
 
 
-class SASRecF(RecBoleSASRecF):
+class SASRecF(DenseFeatureInputs, RecBoleSASRecF):
     def __init__(self, config, dataset):
         # RecBole's __init__ would build a FeatureSeqEmbLayer over `selected_features`
         # (atomic fields this dataset does not have), so the layers are built here instead.
@@ -32,16 +31,11 @@ class SASRecF(RecBoleSASRecF):
         self.hidden_act = config["hidden_act"]
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
-        self.loss_type = config["loss_type"]
-        self.modalities = dataset.resolve_modalities(config["modalities"])
-        self.num_feature_field = len(self.modalities)
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
-        self.feature_embed_layer = RecBoleFeatureSeqAdapter(
-            dataset.feature_matrices(self.modalities), self.hidden_size,
-            dropout=self.hidden_dropout_prob)
+        self._init_dense_features(config, dataset, self.hidden_size, self.hidden_dropout_prob)
         self.trm_encoder = TransformerEncoder(
             n_layers=self.n_layers, n_heads=self.n_heads, hidden_size=self.hidden_size,
             inner_size=self.inner_size, hidden_dropout_prob=self.hidden_dropout_prob,
@@ -52,12 +46,6 @@ class SASRecF(RecBoleSASRecF):
                                       self.hidden_size)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
-        if self.loss_type == "BPR":
-            self.loss_fct = BPRLoss()
-        elif self.loss_type == "CE":
-            self.loss_fct = nn.CrossEntropyLoss()
-        else:
-            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
 
         # parameters initialization (RecBole's); the feature projections are trained
         self.apply(self._init_weights)
