@@ -17,6 +17,17 @@ VALID_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 TARGET_METRIC = "ndcg@10"
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_number(value):
+    """A number written as text (YAML 1.1 reads ``1e-4`` as a string; CSV cells are text)
+    becomes an int or float; anything else is returned unchanged."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
+    return value
+
+
 POINT_KEY = "point"  # one_at_a_time spaces: the whole trial config lives under this key
 
 
@@ -135,23 +146,13 @@ def plot_sweep(rows: list[dict], space, path: str, title: str = "") -> str | Non
 
 
 def read_trials_csv(path: str, keys: list[str]) -> list[dict]:
-    """Rows of ``write_trials_csv`` back as numbers (empty cells -> None)."""
-    def number(text: str):
-        if text == "":
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return float(text)
-            except ValueError:
-                return text
-
+    """Rows of ``write_trials_csv`` back with numbers for the searched keys and metrics
+    (empty cells -> None)."""
+    numeric = set(keys) | set(VALID_METRICS) | {f"test_{m}" for m in VALID_METRICS}
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    metrics = set(VALID_METRICS) | {f"test_{m}" for m in VALID_METRICS}
-    return [{k: (number(v) if k in keys else float(v) if k in metrics and v != "" else
-                 None if k in metrics else v) for k, v in row.items()} for row in rows]
+    return [{k: (None if v == "" else parse_number(v)) if k in numeric else v
+             for k, v in row.items()} for row in rows]
 
 
 def replot(output_dir: str) -> str | None:

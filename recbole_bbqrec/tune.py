@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 
 import yaml
 
 from recbole_bbqrec.atomic_io import atomic_write_json
 from recbole_bbqrec.results import command_line
-from recbole_bbqrec.sweep_results import (POINT_KEY, TARGET_METRIC, plot_sweep, trial_params,
-                                          trial_row, write_trials_csv)
+from recbole_bbqrec.sweep_results import (POINT_KEY, TARGET_METRIC, parse_number, plot_sweep,
+                                          trial_params, trial_row, write_trials_csv)
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "quniform", "randint", "qrandint")
 PATH_KEYS = ("data_path", "checkpoint_dir", "results_dir", "raw_dir")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 # --- search space ------------------------------------------------------------------------
@@ -70,13 +68,6 @@ class SearchSpace:
         return self.params[key]["kind"] == "loguniform"
 
 
-def _number(value):
-    """YAML 1.1 reads ``1e-4`` as a string; searched values must be numbers."""
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        return int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
-    return value
-
-
 def load_space(path: str) -> SearchSpace:
     """Parse a space file; every mistake names the file and the key."""
     if not os.path.isfile(path):
@@ -98,7 +89,7 @@ def load_space(path: str) -> SearchSpace:
         kind, args = sampler[0], spec[sampler[0]]
         if not isinstance(args, list) or not args:
             raise ValueError(f"{path}: {key}.{kind} needs a non-empty list, got {args!r}")
-        args = [_number(a) for a in args]
+        args = [parse_number(a) for a in args]
         entry = {"kind": kind, "args": args, "values": args if kind in ("choice", "grid") else None}
         if kind not in ("choice", "grid"):
             expected = 3 if kind.startswith("q") else 2
@@ -107,7 +98,7 @@ def load_space(path: str) -> SearchSpace:
             if kind == "loguniform" and min(args[:2]) <= 0:
                 raise ValueError(f"{path}: {key}.loguniform bounds must be > 0, got {args!r}")
         if "base" in spec:
-            entry["base"] = _number(spec["base"])
+            entry["base"] = parse_number(spec["base"])
         if one_at_a_time:
             if kind not in ("choice", "grid") or "base" not in entry:
                 raise ValueError(f"{path}: one_at_a_time needs `grid`/`choice` values and a "
