@@ -63,7 +63,10 @@ class RecommendationResult:
 
 def _rebuild_config(plain: dict, overrides: dict | None = None) -> Config:
     """A ``Config`` equal to the recorded one on every key the run could have set."""
-    model, dataset = plain["model"], plain["dataset"]
+    model, dataset = plain.get("model"), plain.get("dataset")
+    if not isinstance(model, str) or not isinstance(dataset, str):
+        raise ValueError(f"The recorded config names no model/dataset (model={model!r}, "
+                         f"dataset={dataset!r}); it is not the record of a recbole_bbqrec run.")
     # The final data_path is <root>/<dataset>; Config appends the dataset again.
     root = os.path.dirname(os.path.normpath(plain["data_path"]))
     default = Config(model=model, dataset=dataset, config_dict={"data_path": root})
@@ -71,11 +74,14 @@ def _rebuild_config(plain: dict, overrides: dict | None = None) -> Config:
     config_dict = {key: value for key, value in plain.items()
                    if key not in DERIVED_KEYS and default_plain.get(key, object()) != value}
     config_dict["data_path"] = root
+    # A run recorded with allow_unknown_keys (or before unknown keys were errors) rebuilds.
+    config_dict["allow_unknown_keys"] = True
     config_dict.update(overrides or {})
-    config = Config(model=model, dataset=dataset, config_dict=config_dict)
+    # The recorded values keep their JSON types: a string is never parsed, let alone run.
+    config = Config(model=model, dataset=dataset, config_dict=config_dict, typed_config_dict=True)
     rebuilt = to_plain(config.final_config_dict)
     differ = [key for key in plain if key not in DERIVED_KEYS and key not in (overrides or {})
-              and rebuilt.get(key) != plain[key]]
+              and key != "allow_unknown_keys" and rebuilt.get(key) != plain[key]]
     if differ:
         raise ValueError(f"Cannot rebuild the run's config: {differ} come out as "
                          f"{[rebuilt.get(k) for k in differ]}, recorded "
@@ -259,4 +265,6 @@ def main(argv=None) -> RecommendationResult:
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_bbqrec.cli import run_cli
+
+    run_cli(main)  # expected errors: one line on stderr, exit 2

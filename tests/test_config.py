@@ -1,12 +1,15 @@
-"""Config layering, plugin lookup with RecBole fallback, explicit argv, unknown-key warning."""
+"""Config layering, plugin lookup with RecBole fallback, explicit argv, unknown keys refused,
+impossible values refused before any work (issue 11, sections 2 and 5)."""
 
 import logging
+import re
 import sys
 
 import pytest
 import torch
 
 from recbole_bbqrec.config import Config, known_config_keys
+from recbole_bbqrec.errors import ConfigError
 from recbole_bbqrec.utils import get_model, get_trainer
 
 
@@ -58,14 +61,74 @@ def test_ml100k_reads_the_preprocessed_copy_not_the_wheel(tmp_path):
     assert config["data_path"] == str(tmp_path / "ml-100k")
 
 
-def test_unknown_key_warns(caplog):
-    with caplog.at_level(logging.WARNING):
-        config = Config(model="SASRec", dataset="Beauty", config_dict={"lerning_rate": 0.1})
-    assert config.unknown_keys == ["lerning_rate"]
-    assert "lerning_rate" in caplog.text
+def test_unknown_key_is_an_error_naming_the_closest_known_key():
+    with pytest.raises(ConfigError, match=r"'epoch' \(did you mean 'epochs'\?\)"):
+        Config(model="SASRec", dataset="Beauty", argv=["--epoch=1"])
+    with pytest.raises(ConfigError, match="'lerning_rate' .*'learning_rate'.*allow_unknown_keys"):
+        Config(model="SASRec", dataset="Beauty", config_dict={"lerning_rate": 0.1})
     assert "learning_rate" in known_config_keys()
 
 
+def test_unknown_keys_are_a_warning_with_the_opt_out(caplog):
+    with caplog.at_level(logging.WARNING):
+        config = Config(model="SASRec", dataset="Beauty",
+                        config_dict={"lerning_rate": 0.1, "allow_unknown_keys": True})
+    assert config.unknown_keys == ["lerning_rate"] and config["lerning_rate"] == 0.1
+    assert "lerning_rate" in caplog.text and "allow_unknown_keys" in caplog.text
+
+
+def test_every_key_of_the_project_yaml_files_is_known():
+    import glob
+    import os
+
+    import yaml
+
+    from recbole_bbqrec.config import properties_dir
+
+    known = known_config_keys()
+    root = properties_dir()
+    for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if path.endswith("compare_sets.yaml"):
+            keys = {k for entries in data["compare_sets"].values() for e in entries
+                    for k in (e.get("config") or {})}
+        elif path.endswith("ablations.yaml"):
+            keys = {k for e in data["ablations"] for k in (e.get("config") or {})}
+        elif os.sep + "hyper" + os.sep in path:
+            keys = (set(data) - {"fixed", "one_at_a_time"}) | set(data.get("fixed") or {})
+        else:
+            keys = set(data)
+        assert keys <= known, (path, keys - known)
+
+
 def test_duplicate_argv_with_different_values_is_an_error():
-    with pytest.raises(SyntaxError, match="epochs"):
+    with pytest.raises(ConfigError, match="epochs"):
         Config(model="SASRec", dataset="Beauty", argv=["--epochs=1", "--epochs=2"])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--epochs=0"], "epochs must be an integer >= 1, got 0"),
+    (["--epochs=-3"], "epochs must be an integer >= 1"),
+    (["--train_batch_size=-1"], "train_batch_size must be an integer >= 1"),
+    (["--MAX_ITEM_LIST_LENGTH=2.5"], "MAX_ITEM_LIST_LENGTH must be an integer"),
+    (["--learning_rate=fast"], "learning_rate must be a number > 0"),
+    (["--learning_rate=0"], "learning_rate must be a finite number > 0"),
+    (["--epochs=1", "--eval_step=2"], "eval_step=2 > epochs=1"),
+    (["--eval_step=0"], "eval_step must be an integer >= 1"),
+    (["--run_tag=../../etc"], "run_tag='../../etc' cannot be used"),
+    (["--run_tag=a/b"], "run_tag='a/b' cannot be used"),
+])
+def test_impossible_values_are_refused_before_any_work(argv, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        Config(model="SASRec", dataset="Beauty", argv=argv)
+
+
+def test_beam_narrower_than_topk_and_unsafe_dataset_names_are_refused():
+    with pytest.raises(ConfigError, match=re.escape("beam_size=5 is smaller than max(topk)=10")):
+        Config(model="BBQRec", dataset="Beauty", argv=["--beam_size=5"])
+    with pytest.raises(ConfigError, match="dataset='../Beauty' cannot be used"):
+        Config(model="SASRec", dataset="../Beauty")
+    # New size keys of a model YAML are checked by name, without being listed anywhere.
+    with pytest.raises(ConfigError, match="d_model must be an integer >= 1, got -8"):
+        Config(model="BBQRec", dataset="Beauty", config_dict={"d_model": -8})

@@ -1,0 +1,125 @@
+"""Checks of a final config that stop a run before any work when it cannot produce a result.
+
+Today's failure modes these close: ``epochs=0`` trains nothing and leaves a result with a
+``-Infinity`` validation score; ``eval_step > epochs`` never validates (no checkpoint can be
+chosen); a negative or zero size crashes deep inside torch (or silently builds an empty
+layer); a beam narrower than ``max(topk)`` fails only after stage 1 trained; a ``run_tag`` or
+dataset name with ``/`` or ``..`` writes results and checkpoints outside their folders.
+
+Sizes are recognised by name (``*_size``, ``*_dim``, ``n_*`` ...), so a key a model YAML adds
+later is checked without being listed here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from numbers import Real
+
+from recbole_bbqrec.errors import ConfigError
+
+# Names of integer sizes/counts that must be >= 1 (a model YAML's new keys match these too).
+_SIZE_NAME = re.compile(r"(_size|_dim|_layers|_heads|epochs|_steps_per_epoch|_buckets|_levels"
+                        r"|_LENGTH)$|^(n|d)_")
+# RecBole keys matching the pattern whose negative values mean something (FEARec's facets).
+_SIZE_EXCEPTIONS = {"n_facet_MLP", "n_facet_window"}
+# Sizes that may not be None either: RecBole does arithmetic on them unconditionally.
+_REQUIRED_SIZES = ("epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH")
+# Learning rates: every key named like one must be a positive, finite number.
+_RATE_NAME = re.compile(r"(^|_)(learning_rate|lr)$")
+# Config values that become file or folder names (results/<dataset>/<model>-<run_tag>-....json).
+PATH_NAME_KEYS = ("model", "dataset", "run_tag")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_path_name(key: str, value) -> None:
+    """``value`` becomes part of a file name: no separators, no ``..``, nothing empty."""
+    if value is None or not isinstance(value, str):
+        return  # model classes, None run_tag: nothing to check
+    bad = [sep for sep in {"/", "\\", os.sep, os.altsep} if sep and sep in value]
+    if bad or ".." in value or "\x00" in value or value.strip() in ("", "."):
+        raise ConfigError(f"{key}={value!r} cannot be used: it becomes part of a file or folder "
+                          f"name, so it may not be empty or contain '/', '\\' or '..'. Use "
+                          f"letters, digits, '_', '-' and '.'.")
+
+
+def check_sizes(config: dict) -> None:
+    """Every size-like integer is >= 1; required ones are present."""
+    for key, value in config.items():
+        if not _SIZE_NAME.search(key) or key in _SIZE_EXCEPTIONS:
+            continue
+        if value is None:
+            if key in _REQUIRED_SIZES:
+                raise ConfigError(f"{key} must be an integer >= 1, got None.")
+            continue
+        if isinstance(value, (list, tuple, dict)):
+            continue  # layer-width lists (tokenizer_hidden, mlp_hidden_size ...)
+        if not _is_int(value):
+            raise ConfigError(f"{key} must be an integer >= 1, got {value!r} "
+                              f"({type(value).__name__}).")
+        if value < 1:
+            raise ConfigError(f"{key} must be an integer >= 1, got {value}"
+                              + (" (a run that does not train is not a result)."
+                                 if key == "epochs" else "."))
+
+
+def check_rates(config: dict) -> None:
+    """Learning rates are numbers in (0, inf)."""
+    for key, value in config.items():
+        if not _RATE_NAME.search(key) or value is None:
+            continue
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number > 0 (e.g. 0.001), got {value!r} "
+                              f"({type(value).__name__}).")
+        if not math.isfinite(float(value)) or value <= 0:
+            raise ConfigError(f"{key} must be a finite number > 0, got {value!r}.")
+
+
+def max_topk(config: dict) -> int | None:
+    topk = config.get("topk")
+    if _is_int(topk):
+        return topk
+    if isinstance(topk, (list, tuple)) and topk and all(_is_int(k) for k in topk):
+        return max(topk)
+    return None
+
+
+def check_validation(config: dict) -> None:
+    """Validation runs at least once (it picks the checkpoint the test uses)."""
+    eval_step, epochs = config.get("eval_step"), config.get("epochs")
+    if eval_step is None:
+        return
+    if not _is_int(eval_step) or eval_step < 1:
+        raise ConfigError(f"eval_step must be an integer >= 1 (validate every eval_step epochs; "
+                          f"validation chooses the checkpoint), got {eval_step!r}.")
+    if _is_int(epochs) and eval_step > epochs:
+        raise ConfigError(f"eval_step={eval_step} > epochs={epochs}: no validation would run, so "
+                          f"no checkpoint could be chosen. Set eval_step <= epochs.")
+
+
+def check_beams(config: dict) -> None:
+    """Generative models keep at least max(topk) beams (a beam ranks only what it keeps)."""
+    top = max_topk(config)
+    if top is None:
+        return
+    for key in ("beam_size", "valid_beam_size"):
+        beam = config.get(key)
+        if beam is None:
+            continue
+        if not _is_int(beam) or beam < top:
+            raise ConfigError(f"{key}={beam!r} is smaller than max(topk)={top}: a beam search "
+                              f"cannot rank more items than it keeps. Set {key} >= {top}.")
+
+
+def check_config(config: dict) -> None:
+    """All checks above on a final config dict; raises ``ConfigError`` naming the key."""
+    for key in PATH_NAME_KEYS:
+        check_path_name(key, config.get(key))
+    check_sizes(config)
+    check_rates(config)
+    check_validation(config)
+    check_beams(config)
