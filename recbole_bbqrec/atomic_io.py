@@ -65,8 +65,11 @@ def atomic_write_lines(target: str | os.PathLike, lines: Iterator[str] | list[st
                 fh.write("\n")
 
 
-def atomic_write_json(target: str | os.PathLike, obj: Any, sort_keys: bool = True) -> None:
-    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+def atomic_write_json(target: str | os.PathLike, obj: Any, sort_keys: bool = True,
+                      allow_nan: bool = True) -> None:
+    """``allow_nan=False``: strict JSON (a NaN/Infinity raises instead of being written)."""
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=sort_keys,
+                                         allow_nan=allow_nan) + "\n")
 
 
 def atomic_save_npy(target: str | os.PathLike, array: np.ndarray) -> None:

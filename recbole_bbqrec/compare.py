@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 
 import numpy as np
 import yaml
 
 from recbole_bbqrec.atomic_io import atomic_write_text
-from recbole_bbqrec.results import load_per_user, load_results
+from recbole_bbqrec.results import load_per_user, scan_results
 
 DEFAULT_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 SHORT_NAMES = {"recall": "R", "ndcg": "N", "hit": "H", "mrr": "MRR", "precision": "P"}
@@ -119,9 +120,15 @@ def paired_pvalue(target: dict, baseline: dict, metric: str) -> tuple[float | No
 
 def _ranks(values: list[float | None], digits: int) -> list[int]:
     """0 = best, 1 = second best, 2 = other, by the values as displayed (ties share a rank)."""
-    shown = sorted({round(v, digits) for v in values if v is not None}, reverse=True)
+    usable = [v if _finite(v) else None for v in values]
+    shown = sorted({round(v, digits) for v in usable if v is not None}, reverse=True)
     rank = {v: i for i, v in enumerate(shown[:2])}
-    return [rank.get(round(v, digits), 2) if v is not None else 2 for v in values]
+    return [rank.get(round(v, digits), 2) if v is not None else 2 for v in usable]
+
+
+def _finite(value) -> bool:
+    """A number a table may rank (NaN, Infinity, strings and None never win)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def paper_table(records: list[dict], target: str = "BBQRec", metrics=DEFAULT_METRICS,
@@ -152,8 +159,8 @@ def paper_table(records: list[dict], target: str = "BBQRec", metrics=DEFAULT_MET
             cells.append(f"**{text}**" if rank == 0 and value is not None else
                          f"<u>{text}</u>" if rank == 1 and value is not None else text)
         improv, pvalue = None, None
-        base_scores = [(v, label) for v, label in zip(values[:-1], labels[:-1]) if v is not None]
-        target_value = values[-1] if has_target else None
+        base_scores = [(v, label) for v, label in zip(values[:-1], labels[:-1]) if _finite(v)]
+        target_value = values[-1] if has_target and _finite(values[-1]) else None
         if has_target and base_scores and target_value is not None:
             best_value, best_label = max(base_scores)
             improv = (target_value - best_value) / best_value if best_value else None
@@ -335,10 +342,16 @@ def main(argv=None) -> str:
             print(f"[compare] note: runs on {dataset} are written to "
                   f"{os.path.join(os.path.dirname(folder), dataset)}, not {folder}")
         run_set(args.run, dataset, os.path.dirname(folder), argv=extra, sets_path=args.sets)
-    records = load_results(args.folder) if os.path.isdir(args.folder) else []
+    if not os.path.isdir(args.folder):
+        raise FileNotFoundError(f"No results folder {args.folder}: run run_recbole_bbqrec.py "
+                                f"first (or add --run table2 --dataset <name>).")
+    scan = scan_results(args.folder)
+    records = scan.records
     if not records:
-        raise SystemExit(f"No result files under {args.folder}: run run_recbole_bbqrec.py first "
-                         f"(or add --run table2 --dataset <name>).")
+        note = "\n" + scan.skipped_note() if scan.skipped else ""
+        raise SystemExit(f"No usable result files under {args.folder}: run "
+                         f"run_recbole_bbqrec.py first (or add --run table2 --dataset "
+                         f"<name>).{note}")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if models and args.target not in models and any(label_of(r) == args.target for r in records):
         models.append(args.target)  # Table 2 is about the target
@@ -346,6 +359,8 @@ def main(argv=None) -> str:
     runs = order_records(select_runs(records, keep_all=args.all), models, table2_order())
     header, rows = table_rows(runs)
     text = table2_markdown(table) + "\n\n" + to_markdown(header, rows)
+    if scan.skipped:  # never dropped silently
+        text += "\n\n" + scan.skipped_note()
     print(text)
     if args.csv:
         stem, ext = os.path.splitext(args.csv)
@@ -355,4 +370,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_bbqrec.cli import run_cli
+
+    run_cli(main)  # expected errors: one line on stderr, exit 2

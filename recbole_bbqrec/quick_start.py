@@ -8,6 +8,7 @@ JSON. ``--stage`` stops early: ``preprocess``, ``tokenizer`` (stage 1 only), ``a
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from logging import getLogger
@@ -17,11 +18,12 @@ from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_bbqrec.config import Config
+from recbole_bbqrec.errors import ConfigError, RunFailedError
 from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
                                     write_result)
 from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, get_trainer
 
-STAGES = ("all", "preprocess", "tokenizer", "generator")
+STAGES = ("all", "preprocess", "tokenizer")
 
 
 def ensure_dataset(config) -> dict | None:
@@ -42,8 +44,11 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
                  argv=None) -> Config:
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict, argv=argv)
+    if config["stage"] == "generator":  # it used to be accepted and ran every stage
+        raise ConfigError("stage=generator does not exist: use stage=all, which reuses cached "
+                          "stage-1 IDs (an unchanged stage-1 config never retrains).")
     if config["stage"] not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {config['stage']!r}")
+        raise ConfigError(f"stage must be one of {STAGES}, got {config['stage']!r}")
     return config
 
 
@@ -98,6 +103,20 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"])
     train_s = time.time() - t0
+    if not best_valid_result or not math.isfinite(float(best_valid_score)):
+        # No validation score: no checkpoint was chosen, so a test number would mean nothing.
+        record.update({
+            "config": config.plain_dict(), "status": "failed",
+            "failure": (f"no validation score after training (best_valid_score="
+                        f"{best_valid_score}); nothing chose a checkpoint to test"),
+            "valid": plain_metrics(best_valid_result), "best_valid_score": None,
+            "epochs_trained": len(trainer.train_loss_dict), "train_s": round(train_s, 2),
+            "peak_rss_mb": peak_rss_mb(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        path = write_result(config["results_dir"], record)
+        raise RunFailedError(f"{record['label']} on {config['dataset']} ended without a "
+                             f"validation score, so it is not a result; recorded as failed "
+                             f"in {path}. Check eval_step, epochs and the validation split.")
     t0 = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved,
                                    show_progress=config["show_progress"])
@@ -109,7 +128,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         "config": config.plain_dict(),
         "valid": plain_metrics(best_valid_result),
         "test": plain_metrics(test_result),
-        "best_valid_score": float(best_valid_score),
+        "best_valid_score": float(best_valid_score),  # finite: checked above
         "epochs_trained": len(trainer.train_loss_dict),
         "train_s": round(train_s, 2),
         "eval_s": round(eval_s, 2),
@@ -119,6 +138,9 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     })
     record["result_file"] = write_result(config["results_dir"], record,
                                          per_user=getattr(trainer, "last_per_user", None))
+    if record["status"] == "failed":  # e.g. a NaN test metric: kept, but never a result
+        raise RunFailedError(f"{record['label']} on {config['dataset']} is not a result: "
+                             f"{record['failure']}; recorded as failed in {record['result_file']}.")
     return record
 
 

@@ -19,11 +19,13 @@ import glob
 import json
 import os
 import shutil
+import sys
 import time
 
 from recbole_bbqrec import compare
 from recbole_bbqrec.atomic_io import atomic_write_text
-from recbole_bbqrec.results import SWEEPS_DIR, load_results
+from recbole_bbqrec.config_checks import check_path_name
+from recbole_bbqrec.results import SWEEPS_DIR, ResultScan, scan_results
 
 # Config keys that define what a test number means; a report lists each distinct setting.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "topk", "valid_metric")
@@ -253,11 +255,13 @@ def build_report(dataset: str, results_dir: str = "results", out_dir: str = "rep
                  ray_results: str = "ray_results", target: str = "BBQRec") -> str:
     """Write ``<out_dir>/<dataset>.md`` and return its path."""
     folder = os.path.join(results_dir, dataset)
-    records = load_results(folder) if os.path.isdir(folder) else []
+    scan = scan_results(folder) if os.path.isdir(folder) else ResultScan()
+    records = scan.records
     os.makedirs(out_dir, exist_ok=True)
     sections = [
         f"# {dataset}: recbole_bbqrec results\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} "
         f"from `{folder}` by `python -m recbole_bbqrec.report --dataset={dataset}`.\n",
+        skipped_section(scan),
         protocol_section(records),
         overall_section(records, dataset, target, out_dir),
         ablation_section(records, dataset, target, out_dir),
@@ -271,8 +275,18 @@ def build_report(dataset: str, results_dir: str = "results", out_dir: str = "rep
                        os.path.join(out_dir, f"{dataset}-figures")),
     ]
     path = os.path.join(out_dir, f"{dataset}.md")
-    atomic_write_text(path, "\n".join(sections))
+    atomic_write_text(path, "\n".join(section for section in sections if section))
+    if scan.skipped:
+        print(f"[report] {len(scan.skipped)} result file(s) skipped, listed in {path}",
+              file=sys.stderr)
     return path
+
+
+def skipped_section(scan: ResultScan) -> str:
+    """Result files that are in no table, each with the reason ('' when there are none)."""
+    if not scan.skipped:
+        return ""
+    return "## Skipped result files\n\n" + scan.skipped_note() + "\n"
 
 
 def main(argv=None) -> str:
@@ -284,10 +298,13 @@ def main(argv=None) -> str:
     parser.add_argument("--ray_results", default="ray_results", help="run_hyper.py outputs")
     parser.add_argument("--target", default="BBQRec", help="the model Improv./p-value are for")
     args = parser.parse_args(argv)
+    check_path_name("dataset", args.dataset)  # it becomes <out>/<dataset>.md
     path = build_report(args.dataset, args.results, args.out, args.ray_results, args.target)
     print(path)
     return path
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_bbqrec.cli import run_cli
+
+    run_cli(main)  # expected errors: one line on stderr, exit 2
