@@ -69,4 +69,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_bbqrec.cli import run_cli
+
+    run_cli(main)  # expected errors: one line on stderr, exit 2

@@ -32,4 +32,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_bbqrec.cli import run_cli
+
+    run_cli(main)  # expected errors: one line on stderr, exit 2

@@ -278,18 +278,17 @@ def main(argv=None) -> list[Outcome]:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (config keys go as --key=value)")
     files = [p for p in re.split(r"[,\s]+", args.config_files or "") if p] or None
     names = [n.strip() for n in (args.variants or "").split(",") if n.strip()] or None
-    try:
-        if args.list:
-            config = base_config(args.model, args.dataset, files, None, extra)
-            signals = full_signals(config, dataset_modalities(config))
-            for v in select_variants(expand_variants(load_variant_specs(args.variants_file),
-                                                     signals), names):
-                print(f"{v.name:<20} {v.description}  {v.config}")
-            return []
-        outcomes, path = run_ablations(args.dataset, names, args.model, files, None, extra,
-                                       args.variants_file)
-    except ValueError as err:  # bad variant names or variants file: nothing was run
-        parser.error(str(err))
+    # Bad variant names, variants file or config: nothing was run; the ValueError reaches
+    # cli.run_cli, which prints it in one line and exits 2.
+    if args.list:
+        config = base_config(args.model, args.dataset, files, None, extra)
+        signals = full_signals(config, dataset_modalities(config))
+        for v in select_variants(expand_variants(load_variant_specs(args.variants_file),
+                                                 signals), names):
+            print(f"{v.name:<20} {v.description}  {v.config}")
+        return []
+    outcomes, path = run_ablations(args.dataset, names, args.model, files, None, extra,
+                                   args.variants_file)
     header, rows = ablation_rows(outcomes)
     print(compare.to_markdown(header[:-1], [row[:-1] for row in rows]))  # commands: in the file
     print(path)
@@ -300,4 +299,6 @@ def main(argv=None) -> list[Outcome]:
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_bbqrec.cli import run_cli
+
+    run_cli(main)  # expected errors: one line on stderr, exit 2

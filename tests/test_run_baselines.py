@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from recbole_bbqrec import compare
+from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.quick_start import run
 from recbole_bbqrec.trainer import TrainingDivergedError, load_checkpoint
 
@@ -53,7 +54,7 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     path = tmp_path / "evil.pth"  # a Fraction needs its class's code to unpickle
     torch.save({"config": Fraction(1, 3), "state_dict": {}}, path,
                pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    with pytest.raises(RuntimeError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="weights-only"):
         load_checkpoint(str(path))
 
 

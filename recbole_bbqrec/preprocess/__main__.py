@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from recbole_bbqrec.cli import one_line
+from recbole_bbqrec.config_checks import check_path_name
 from recbole_bbqrec.preprocess.errors import FeatureWidthError, MalformedInputError
 from recbole_bbqrec.preprocess.pipeline import preprocess_dataset
 
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_path_name("dataset", args.dataset)  # it becomes <out_dir>/<NAME>/
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -44,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             image_dim=args.image_dim, kcore=args.kcore,
         )
     except (FileNotFoundError, MalformedInputError, FeatureWidthError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(json.dumps(stats, sort_keys=True), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from recbole_bbqrec.cli import run_cli
+
+    sys.exit(run_cli(main))  # other expected errors: one line on stderr, exit 2

@@ -1,0 +1,100 @@
+"""Fail early, in one line (issue 11, section 5): every CLI turns an expected error into
+``error: ...`` on stderr and exit 2 (tracebacks only for bugs); damaged and foreign
+checkpoints get their own messages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbole_bbqrec import ablation, compare, recommend, report
+from recbole_bbqrec.cli import run_cli
+from recbole_bbqrec.errors import CheckpointError
+from recbole_bbqrec.preprocess import __main__ as preprocess_cli
+from recbole_bbqrec.trainer import load_checkpoint, load_model_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run_recbole_bbqrec.py and run_hyper.py live at the root
+
+import run_hyper  # noqa: E402
+import run_recbole_bbqrec  # noqa: E402
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture
+def saved_checkpoint(tmp_path) -> str:
+    path = tmp_path / "good.pth"
+    torch.save({"config": {"model": "GRU4Rec"}, "state_dict": {"w": torch.zeros(64, 8)}}, path)
+    return str(path)
+
+
+def test_truncated_or_random_checkpoint_is_corrupt_not_unpickling(saved_checkpoint, tmp_path):
+    data = open(saved_checkpoint, "rb").read()
+    truncated, noise = tmp_path / "cut.pth", tmp_path / "noise.pth"
+    truncated.write_bytes(data[: len(data) // 2])
+    noise.write_bytes(os.urandom(4096))
+    for path in (truncated, noise):
+        with pytest.raises(CheckpointError, match="corrupt or not a checkpoint") as caught:
+            load_checkpoint(str(path))
+        assert "unpickl" not in str(caught.value)
+    assert load_checkpoint(saved_checkpoint)["config"]["model"] == "GRU4Rec"
+
+
+def test_checkpoint_of_another_model_names_both(saved_checkpoint):
+    class SASRec(torch.nn.Module):  # the class name is what the check compares
+        pass
+
+    with pytest.raises(CheckpointError, match="holds a GRU4Rec model, not SASRec"):
+        load_model_weights(SASRec(), saved_checkpoint)
+
+
+@pytest.mark.parametrize("main, argv, expected", [
+    (run_recbole_bbqrec.main, ["--epoch=1"], "'epoch' (did you mean 'epochs'?)"),
+    (run_recbole_bbqrec.main, ["--run_tag=../x"], "run_tag='../x' cannot be used"),
+    (run_recbole_bbqrec.main, ["--epochs=0"], "epochs must be an integer >= 1, got 0"),
+    (run_recbole_bbqrec.main, ["--stage=generator"], "stage=generator does not exist"),
+    (recommend.main, ["--run", "missing.json", "--history", "1"], "missing.json"),
+    (compare.main, ["no/such/folder"], "No results folder no/such/folder"),
+    (report.main, ["--dataset=../etc"], "dataset='../etc' cannot be used"),
+    (ablation.main, ["--dataset=ml-100k", "--epoch=1"], "did you mean 'epochs'?"),
+    (run_hyper.main, ["--space", "missing.yaml"], "Search space file not found: missing.yaml"),
+    (preprocess_cli.main, ["--dataset", "../x"], "dataset='../x' cannot be used"),
+])
+def test_every_cli_turns_expected_errors_into_one_line_and_exit_2(main, argv, expected,
+                                                                   capsys, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written into the checkout
+    with pytest.raises(SystemExit) as caught:
+        run_cli(main, argv)
+    assert caught.value.code == 2
+    line = one_error_line(capsys)
+    assert expected in line, line
+    assert os.listdir(tmp_path) == []  # refused before any work
+
+
+def test_a_bug_keeps_its_traceback():
+    def buggy(argv):
+        return {}["no such key"]  # a KeyError from code, not from a config
+
+    with pytest.raises(KeyError):
+        run_cli(buggy, [])
+
+
+def test_command_line_entry_point_exits_2_with_one_line(tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(os.urandom(1024))
+    done = subprocess.run([sys.executable, "-m", "recbole_bbqrec.recommend", "--run", str(noise),
+                           "--history", "1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {noise} is corrupt or not a checkpoint (not a complete torch "
+                     f"archive: truncated by an interrupted copy, or another kind of file). "
+                     f"Use another checkpoint or re-train."]
