@@ -36,6 +36,20 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Keys a RecBole model passes to eval() itself (KD_DAGFM: ``eval(config['teacher'])``): a bare
+# class name is looked up, anything else would run as code when the model is built.
+EVALUATED_BY_RECBOLE = ("teacher",)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_evaluated_names(config: dict) -> None:
+    for key in EVALUATED_BY_RECBOLE:
+        value = config.get(key)
+        if value is not None and not (isinstance(value, str) and _IDENTIFIER.fullmatch(value)):
+            raise ConfigError(f"{key}={value!r} must be a bare model name (RecBole evaluates "
+                              f"it as Python), e.g. CrossNet.")
+
+
 def check_path_name(key: str, value) -> None:
     """``value`` becomes part of a file name: no separators, no ``..``, nothing empty."""
     if value is None or not isinstance(value, str):
@@ -119,6 +133,7 @@ def check_config(config: dict) -> None:
     """All checks above on a final config dict; raises ``ConfigError`` naming the key."""
     for key in PATH_NAME_KEYS:
         check_path_name(key, config.get(key))
+    check_evaluated_names(config)
     check_sizes(config)
     check_rates(config)
     check_validation(config)

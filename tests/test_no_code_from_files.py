@@ -56,6 +56,14 @@ def test_command_line_and_config_dict_strings_are_literals_never_code(in_tmp):
         assert literal_value(text) == text
 
 
+def test_a_key_recbole_itself_evaluates_must_be_a_bare_name(in_tmp):
+    # KD_DAGFM builds its teacher with eval(config['teacher']) when the model is created.
+    assert Config(model="KD_DAGFM", dataset="ml-100k")["teacher"] == "CrossNet"
+    with pytest.raises(ConfigError, match="teacher=.* must be a bare model name"):
+        Config(model="KD_DAGFM", dataset="ml-100k", config_dict={"teacher": PAYLOAD})
+    assert not (in_tmp / MARKER).exists()
+
+
 def test_yaml_with_python_tags_is_refused(in_tmp):
     config_file = in_tmp / "evil.yaml"
     config_file.write_text("run_tag: !!python/name:os.system\n")
