@@ -37,7 +37,8 @@ def ensure_dataset(config) -> dict | None:
     getLogger().info(set_color("preprocess", "green") + f": building {name} under {out_dir}")
     return preprocess_dataset(name, out_dir=out_dir, raw_dir=config["raw_dir"],
                               text_model=config["text_model"],
-                              show_progress=config["show_progress"])
+                              show_progress=config["show_progress"],
+                              min_meta_coverage=config["min_meta_coverage"])
 
 
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None,

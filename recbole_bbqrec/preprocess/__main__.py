@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_bad_fraction", type=float, default=0.01,
                         help="abort when more than this fraction of a file's lines is malformed")
     parser.add_argument("--image_dim", type=int, default=None, help="floats per image feature record (4096)")
+    parser.add_argument("--min_meta_coverage", type=float, default=0.8,
+                        help="stop when fewer of the items than this share have metadata (0.8)")
     parser.add_argument("--kcore", type=int, default=5, help="min interactions per user and item (5)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     parser.add_argument("--log_level", default="INFO")
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = preprocess_dataset(
             args.dataset, out_dir=args.out_dir, raw_dir=args.raw_dir, text_model=args.text_model,
             show_progress=not args.no_progress, max_bad_fraction=args.max_bad_fraction,
-            image_dim=args.image_dim, kcore=args.kcore,
+            image_dim=args.image_dim, kcore=args.kcore, min_meta_coverage=args.min_meta_coverage,
         )
     except (FileNotFoundError, MalformedInputError, FeatureWidthError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

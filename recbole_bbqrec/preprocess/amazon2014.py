@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from recbole_bbqrec.preprocess.io_utils import LineTally, open_text, parse_record
+from recbole_bbqrec.preprocess.io_utils import LineTally, parse_record, read_lines
 from recbole_bbqrec.preprocess.records import ItemMeta, clean_token
+
+_log = logging.getLogger(__name__)
 
 # Short benchmark names -> McAuley's file-name category names.
 CATEGORY_ALIASES: dict[str, list[str]] = {
@@ -91,18 +94,15 @@ def _read_interactions(path: Path, max_bad_fraction: float,
     users: list[str] = []
     items: list[str] = []
     times: list[float] = []
-    with open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            row = parse_line(line)
-            if row is None:
-                tally.bad_line(number, line)
-                continue
-            tally.ok()
-            users.append(clean_token(row[0]))
-            items.append(clean_token(row[1]))
-            times.append(row[2])
+    for number, line in read_lines(path, tally):
+        row = parse_line(line)
+        if row is None:
+            tally.bad_line(number, line)
+            continue
+        tally.ok()
+        users.append(clean_token(row[0]))
+        items.append(clean_token(row[1]))
+        times.append(row[2])
     tally.check()
     return _frame(users, items, times), tally
 
@@ -145,7 +145,8 @@ _ASIN_FIELD = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
 def read_meta(
     path: Path, wanted: set[str], max_bad_fraction: float
 ) -> tuple[dict[str, ItemMeta], LineTally]:
-    """Metadata of the items in ``wanted`` (first record wins for a repeated asin).
+    """Metadata of the items in ``wanted``; for a repeated asin the first record wins, with
+    a warning giving the count (``tally.duplicate_records``, also in the stats).
 
     Lines whose ``asin`` field is visibly for an unwanted item are skipped without a full
     parse: the full-category dumps hold millions of items and ``ast.literal_eval`` is slow.
@@ -153,22 +154,29 @@ def read_meta(
     """
     tally = LineTally(path, max_bad_fraction)
     meta: dict[str, ItemMeta] = {}
-    with open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            quick = _ASIN_FIELD.search(line[:300])
-            if quick and clean_token(quick.group(1)) not in wanted:
-                tally.ok()
-                continue
-            record = parse_record(line)
-            asin = record.get("asin") if record else None
-            if not isinstance(asin, str) or not asin.strip():
-                tally.bad_line(number, line)
-                continue
+    repeats: dict[str, int] = {}  # wanted asin -> records after its first
+    for number, line in read_lines(path, tally):
+        quick = _ASIN_FIELD.search(line[:300])
+        if quick and clean_token(quick.group(1)) not in wanted:
             tally.ok()
-            asin = clean_token(asin)
-            if asin in wanted and asin not in meta:
-                meta[asin] = ItemMeta.from_record(record)
+            continue
+        record = parse_record(line)
+        asin = record.get("asin") if record else None
+        if not isinstance(asin, str) or not asin.strip():
+            tally.bad_line(number, line)
+            continue
+        tally.ok()
+        asin = clean_token(asin)
+        if asin not in wanted:
+            continue
+        if asin in meta:
+            repeats[asin] = repeats.get(asin, 0) + 1
+        else:
+            meta[asin] = ItemMeta.from_record(record)
     tally.check()
+    tally.duplicate_records = sum(repeats.values())
+    if repeats:
+        _log.warning("%s: %d item(s) have more than one metadata record (%d extra records, e.g. "
+                     "%s); the first record of each is used, later ones are ignored.", path,
+                     len(repeats), tally.duplicate_records, sorted(repeats)[:5])
     return meta, tally

@@ -13,3 +13,7 @@ class MalformedInputError(ValueError):
 
 class FeatureWidthError(ValueError):
     """A feature file's record width does not match the expected one (both widths are named)."""
+
+
+class LowCoverageError(MalformedInputError):
+    """Too few items have metadata (a cut or wrong meta file); the numbers are in the message."""

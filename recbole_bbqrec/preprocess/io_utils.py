@@ -1,4 +1,8 @@
-"""Tolerant line reading shared by the preprocessing readers (atomic writes: ``atomic_io``).
+"""Line reading shared by the preprocessing readers (atomic writes: ``atomic_io``).
+
+Lines are decoded strictly as UTF-8: a line with undecodable bytes is a malformed line (file
+and line number reported, counted against ``max_bad_fraction``), never silently patched with
+U+FFFD (which used to change item and user IDs without a word).
 
 Every output of the pipeline goes through :func:`atomic_path`: the bytes are written to a
 temporary file in the *same* folder (so ``os.replace`` is a rename on one file system, which
@@ -12,7 +16,9 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +26,27 @@ from pathlib import Path
 from recbole_bbqrec.preprocess.errors import MalformedInputError
 
 
-def open_text(path: str | os.PathLike):
-    """Open a plain or gzip-compressed text file (McAuley ships both) for line reading."""
+def open_binary(path: str | os.PathLike):
+    """Open a plain or gzip-compressed file (McAuley ships both) for reading bytes."""
     path = Path(path)
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def read_lines(path: str | os.PathLike, tally: "LineTally") -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-empty line decoded as UTF-8; a line that does not
+    decode is tallied as malformed (with its number) and skipped."""
+    with open_binary(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                tally.bad_line(number, f"undecodable bytes at column {err.start + 1}: "
+                                       f"{raw[max(0, err.start - 20):err.start + 20]!r}")
+                continue
+            if line.strip():
+                yield number, line
 
 
 def parse_record(line: str) -> dict | None:
@@ -55,7 +76,11 @@ class LineTally:
     bad: int = 0
     first_bad_line: int | None = None
     first_bad_text: str = ""
+    bad_line_numbers: list[int] = field(default_factory=list)  # the first MAX_LISTED
+    duplicate_records: int = 0  # metadata only: records of an item after its first
     notes: list[str] = field(default_factory=list)
+
+    MAX_LISTED = 20
 
     def ok(self) -> None:
         self.total += 1
@@ -63,6 +88,8 @@ class LineTally:
     def bad_line(self, line_number: int, text: str) -> None:
         self.total += 1
         self.bad += 1
+        if len(self.bad_line_numbers) < self.MAX_LISTED:
+            self.bad_line_numbers.append(line_number)
         if self.first_bad_line is None:
             self.first_bad_line = line_number
             self.first_bad_text = text.strip()[:120]
@@ -81,6 +108,16 @@ class LineTally:
                 f"({fraction:.2%} > max_bad_fraction {self.max_bad_fraction:.2%}){self._first_bad()}. "
                 "Repair the file, or pass a larger --max_bad_fraction to skip them."
             )
+        if self.bad:
+            logging.getLogger(__name__).warning(
+                "%s; skipped (within max_bad_fraction %.2f%%)", self.summary(),
+                100 * self.max_bad_fraction)
+
+    def summary(self) -> str:
+        """``'<file>: 3 of 120 lines malformed (lines 4, 9, 17)'`` for the log and the stats."""
+        more = ", ..." if self.bad > len(self.bad_line_numbers) else ""
+        lines = ", ".join(str(n) for n in self.bad_line_numbers)
+        return f"{self.path}: {self.bad} of {self.total} lines malformed (lines {lines}{more})"
 
     def _first_bad(self) -> str:
         if self.first_bad_line is None:

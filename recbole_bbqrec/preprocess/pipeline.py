@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_bbqrec.preprocess.amazon2014 import read_meta, read_ratings_csv, read_reviews
+from recbole_bbqrec.preprocess.errors import LowCoverageError
 from recbole_bbqrec.preprocess.features import embed_texts_cached, make_text_encoder
 from recbole_bbqrec.preprocess.image_features import AMAZON_IMAGE_DIM, read_image_features
 from recbole_bbqrec.preprocess.kcore import kcore_filter
@@ -52,13 +53,17 @@ def preprocess_dataset(
     max_bad_fraction: float = 0.01,
     image_dim: int | None = None,
     kcore: int = 5,
+    min_meta_coverage: float = 0.8,
 ) -> dict:
     """Build ``<out_dir>/<name>/`` (see :mod:`.layout`) and return its stats.
 
     ``text_model``: None for the packaged MiniLM, a local sentence-transformers folder, or
     ``"hash:<dim>"`` for the hashing encoder. ``image_dim``: floats per record of
     ``image_features_<Cat>.b`` (Amazon's are 4096). ``kcore``: minimum interactions per user
-    and per item, iterated to a fixed point (<= 1 disables it).
+    and per item, iterated to a fixed point (<= 1 disables it). ``min_meta_coverage``: the
+    smallest share of the kept items that must have a metadata record (a meta file cut in half
+    would otherwise cost half the catalogue its features with one warning); below it the run
+    stops with the numbers, above it the count goes to the stats and the log.
     """
     started = time.perf_counter()
     source = locate_source(name, out_dir, raw_dir)
@@ -86,9 +91,17 @@ def preprocess_dataset(
         meta, meta_tally = read_meta(source.meta, set(item_tokens), max_bad_fraction)
         tallies.append(meta_tally)
     missing_meta = [t for t in item_tokens if t not in meta]
+    meta_coverage = 1.0 - len(missing_meta) / len(item_tokens)
+    if meta_coverage < min_meta_coverage:
+        raise LowCoverageError(
+            f"{source.meta or source.describe()}: only {len(item_tokens) - len(missing_meta)} of "
+            f"{len(item_tokens)} items ({meta_coverage:.1%}) have metadata, below "
+            f"min_meta_coverage {min_meta_coverage:.0%} (e.g. no record for "
+            f"{missing_meta[:3]}). Is the meta file complete? Pass a smaller "
+            f"--min_meta_coverage to go on without their features.")
     if missing_meta:
-        _log.warning("%s: %d items have no metadata (text masked out), e.g. %s",
-                     name, len(missing_meta), missing_meta[:5])
+        _log.warning("%s: %d of %d items have no metadata (text masked out), e.g. %s",
+                     name, len(missing_meta), len(item_tokens), missing_meta[:5])
     metas = [meta.get(t, ItemMeta()) for t in item_tokens]
 
     cache_dir = dataset_dir(out_dir, name) / ".cache"
@@ -120,6 +133,9 @@ def preprocess_dataset(
         "feature_dims": {m: int(matrix.shape[1]) for m, (matrix, _) in modalities.items()},
         "dropped_malformed_lines": int(sum(t.bad for t in tallies)),
         "malformed_lines_by_file": {str(t.path): t.bad for t in tallies if t.bad},
+        "malformed_line_numbers": {str(t.path): t.bad_line_numbers for t in tallies if t.bad},
+        "duplicate_meta_records": int(sum(t.duplicate_records for t in tallies)),
+        "metadata_coverage": round(meta_coverage, 6),
         "dropped_duplicate_interactions": int(duplicates),
         "raw_interactions": int(raw_rows),
         "kcore": kcore,

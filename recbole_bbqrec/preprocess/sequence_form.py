@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recbole_bbqrec.preprocess.io_utils import LineTally, open_text
+from recbole_bbqrec.preprocess.io_utils import LineTally, read_lines
 from recbole_bbqrec.preprocess.records import clean_token
 
 
@@ -30,22 +30,19 @@ def read_sequences(path: Path, max_bad_fraction: float) -> tuple[pd.DataFrame, L
     items: list[str] = []
     times: list[float] = []
     next_position: dict[str, int] = {}
-    with open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 2:
-                tally.bad_line(number, line)
-                continue
-            tally.ok()
-            user = clean_token(fields[0])
-            start = next_position.get(user, 0)
-            for offset, item in enumerate(fields[1:]):
-                users.append(user)
-                items.append(clean_token(item))
-                times.append(float(start + offset))
-            next_position[user] = start + len(fields) - 1
+    for number, line in read_lines(path, tally):
+        fields = line.split()
+        if len(fields) < 2:
+            tally.bad_line(number, line)
+            continue
+        tally.ok()
+        user = clean_token(fields[0])
+        start = next_position.get(user, 0)
+        for offset, item in enumerate(fields[1:]):
+            users.append(user)
+            items.append(clean_token(item))
+            times.append(float(start + offset))
+        next_position[user] = start + len(fields) - 1
     tally.check()
     frame = pd.DataFrame(
         {"user": users, "item": items, "timestamp": pd.Series(times, dtype="float64")}
