@@ -29,3 +29,7 @@ class CheckpointError(UserError):
 
 class RunFailedError(UserError):
     """A run that ended without a usable validation score: recorded as failed, not a result."""
+
+
+class StaleDatasetError(UserError):
+    """Preprocessed files made from other raw files, text model or format version."""

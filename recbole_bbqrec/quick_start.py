@@ -18,7 +18,7 @@ from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_bbqrec.config import Config
-from recbole_bbqrec.errors import ConfigError, RunFailedError
+from recbole_bbqrec.errors import ConfigError, RunFailedError, StaleDatasetError
 from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
                                     write_result)
 from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, get_trainer
@@ -33,12 +33,36 @@ def ensure_dataset(config) -> dict | None:
     name = config["dataset"]
     out_dir = os.path.dirname(os.path.normpath(config["data_path"]))
     if dataset_ready(name, out_dir) and config["stage"] != "preprocess":
+        check_not_stale(name, out_dir, config["raw_dir"], config["text_model"])
         return None
     getLogger().info(set_color("preprocess", "green") + f": building {name} under {out_dir}")
     return preprocess_dataset(name, out_dir=out_dir, raw_dir=config["raw_dir"],
                               text_model=config["text_model"],
                               show_progress=config["show_progress"],
                               min_meta_coverage=config["min_meta_coverage"])
+
+
+def check_not_stale(name: str, out_dir: str, raw_dir: str | None,
+                    text_model: str | None) -> None:
+    """Stop when the ready dataset was built from other raw files, another text model or an
+    older file format. It is not rebuilt here: another run may be reading it right now;
+    ``--stage=preprocess`` rebuilds it."""
+    import json
+
+    from recbole_bbqrec.preprocess.layout import dataset_dir, output_file
+    from recbole_bbqrec.preprocess.locate import locate_source
+    from recbole_bbqrec.preprocess.provenance import describe_stale, stale_reasons
+
+    with open(output_file(out_dir, name, "stats.json"), encoding="utf-8") as f:
+        stats = json.load(f)
+    try:
+        source = locate_source(name, out_dir, raw_dir)
+    except FileNotFoundError:  # preprocessed files without their raw files: nothing to compare
+        getLogger().info(f"{name}: raw files not found; using the preprocessed files as they are")
+        return
+    reasons = stale_reasons(stats, source, text_model)
+    if reasons:
+        raise StaleDatasetError(describe_stale(name, dataset_dir(out_dir, name), reasons))
 
 
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None,

@@ -94,11 +94,14 @@ def dataset_ready(name: str, out_dir: str | Path = "dataset") -> bool:
         for suffix in ("inter", "item"):
             if not output_file(out_dir, name, suffix).is_file():
                 return False
+        dims = stats.get("feature_dims") or {}
         for modality in stats["coverage"]:
             matrix = np.load(output_file(out_dir, name, f"{modality}.npy"), mmap_mode="r")
             mask = np.load(output_file(out_dir, name, f"{modality}.mask.npy"), mmap_mode="r")
             if matrix.ndim != 2 or matrix.shape[0] != n_items or mask.shape != (n_items,):
                 return False
+            if modality in dims and matrix.shape[1] != int(dims[modality]):
+                return False  # another run's matrix (e.g. another text model's width)
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True

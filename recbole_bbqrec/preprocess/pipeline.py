@@ -13,9 +13,11 @@ from recbole_bbqrec.preprocess.errors import LowCoverageError
 from recbole_bbqrec.preprocess.features import embed_texts_cached, make_text_encoder
 from recbole_bbqrec.preprocess.image_features import AMAZON_IMAGE_DIM, read_image_features
 from recbole_bbqrec.preprocess.kcore import kcore_filter
-from recbole_bbqrec.preprocess.layout import dataset_dir, write_dataset
+from recbole_bbqrec.preprocess.layout import KNOWN_MODALITIES, dataset_dir, write_dataset
 from recbole_bbqrec.preprocess.locate import RawSource, locate_source
 from recbole_bbqrec.preprocess.movielens import ML100K, read_ml100k
+from recbole_bbqrec.preprocess.provenance import (make_provenance, output_suffixes,
+                                                  remove_stale_temp_files, writer_lock)
 from recbole_bbqrec.preprocess.records import ItemMeta
 from recbole_bbqrec.preprocess.sequence_form import read_sequences
 
@@ -65,8 +67,19 @@ def preprocess_dataset(
     would otherwise cost half the catalogue its features with one warning); below it the run
     stops with the numbers, above it the count goes to the stats and the log.
     """
+    folder = dataset_dir(out_dir, name)
+    with writer_lock(folder, name):  # a second writer of this folder waits for the first
+        remove_stale_temp_files(folder, name, output_suffixes(KNOWN_MODALITIES))
+        return _preprocess_locked(name, out_dir, raw_dir, text_model, show_progress,
+                                  max_bad_fraction, image_dim, kcore, min_meta_coverage)
+
+
+def _preprocess_locked(name: str, out_dir: str, raw_dir: str | None, text_model: str | None,
+                       show_progress: bool, max_bad_fraction: float, image_dim: int | None,
+                       kcore: int, min_meta_coverage: float) -> dict:
     started = time.perf_counter()
     source = locate_source(name, out_dir, raw_dir)
+    provenance = make_provenance(source, text_model, kcore, max_bad_fraction, min_meta_coverage)
     _log.info("%s: reading %s (%s)", name, source.describe(), source.kind)
     encoder = make_text_encoder(text_model)  # fail on a bad model path before the slow part
 
@@ -143,6 +156,7 @@ def preprocess_dataset(
         "items_without_metadata": len(missing_meta),
         "text_model": text_model if text_model is not None else str(getattr(encoder, "path", "")),
         "image_non_finite_items": image_info["non_finite_items"] if image_info else 0,
+        "provenance": provenance,
     }
     item_categories = [m.category_tokens() for m in metas] if has_categories else None
     stats["seconds"] = round(time.perf_counter() - started, 2)  # all but the final writes
