@@ -98,3 +98,22 @@ def test_command_line_entry_point_exits_2_with_one_line(tmp_path):
     assert lines == [f"error: {noise} is corrupt or not a checkpoint (not a complete torch "
                      f"archive: truncated by an interrupted copy, or another kind of file). "
                      f"Use another checkpoint or re-train."]
+
+
+def test_cli_entry_passes_key_values_and_prints_the_result_path(ml100k_root, tmp_path,
+                                                                capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # RecBole's logger writes ./log/
+    path = run_cli(run_recbole_bbqrec.main, [
+        "--model=SASRec", "--dataset=ml-100k", f"--data_path={ml100k_root}", "--epochs=1",
+        "--n_layers=1", "--n_heads=1", "--hidden_size=16", "--inner_size=32",
+        "--train_batch_size=1024", "--eval_batch_size=1024", "--show_progress=False",
+        "--state=WARNING", "--torch_threads=1", f"--checkpoint_dir={tmp_path / 'saved'}",
+        f"--results_dir={tmp_path / 'results'}", "--topk=[5, 10]"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == path and os.path.isfile(path)  # the last line is the results JSON
+    with open(path) as f:
+        config = json.load(f)["config"]
+    assert config["hidden_size"] == 16 and config["epochs"] == 1 and config["topk"] == [5, 10]
+    assert config["show_progress"] is False and config["data_path"].startswith(ml100k_root)

@@ -95,3 +95,45 @@ def test_compare_prints_a_row_per_model(sasrec_record, tmp_path, capsys):
     assert "| SASRec |" in text and "test recall@10" in text
     assert f"{sasrec_record['test']['recall@10']:.4f}" in text
     assert csv_path.read_text().splitlines()[0].startswith("model,test recall@5")
+
+
+def _sasrec_trainer(ml100k_root, tmp_path, model_name="SASRec", **extra):
+    from recbole.data import data_preparation
+
+    from recbole_bbqrec.config import Config
+    from recbole_bbqrec.utils import create_dataset, get_model, get_trainer
+
+    config = Config(model=model_name, dataset="ml-100k", config_dict={
+        "data_path": ml100k_root, "checkpoint_dir": str(tmp_path), "show_progress": False,
+        "state": "WARNING", "train_batch_size": 512, "eval_batch_size": 512, **extra})
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    model = get_model(model_name)(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    return trainer, train_data, valid_data
+
+
+def test_resume_checkpoint_continues_after_the_saved_epoch(sasrec_record, ml100k_root, tmp_path):
+    trainer, train_data, valid_data = _sasrec_trainer(ml100k_root, tmp_path, epochs=2,
+                                                      **SMALL_SASREC)
+    resumed = str(tmp_path / "resumed.pth")
+    with open(sasrec_record["checkpoint"], "rb") as src, open(resumed, "wb") as dst:
+        dst.write(src.read())  # fit() overwrites the file it resumed from
+    saved = load_checkpoint(resumed)
+    trainer.resume_checkpoint(resumed)
+    assert trainer.start_epoch == saved["epoch"] + 1 == 1
+    assert trainer.best_valid_score == saved["best_valid_score"]
+    weight = trainer.model.item_embedding.weight
+    assert torch.equal(weight, saved["state_dict"]["item_embedding.weight"])
+    trainer.fit(train_data, valid_data, saved=True)
+    assert list(trainer.train_loss_dict) == [1]  # only the epoch after the saved one ran
+    assert trainer.saved_model_file == resumed  # resuming keeps writing the same file
+
+
+def test_resume_from_another_models_checkpoint_names_both(sasrec_record, ml100k_root, tmp_path):
+    from recbole_bbqrec.errors import CheckpointError
+
+    trainer, _train, _valid = _sasrec_trainer(ml100k_root, tmp_path, model_name="GRU4Rec",
+                                              embedding_size=32, hidden_size=32)
+    with pytest.raises(CheckpointError, match="holds a SASRec model, not GRU4Rec"):
+        trainer.resume_checkpoint(sasrec_record["checkpoint"])
