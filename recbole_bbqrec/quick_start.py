@@ -27,7 +27,9 @@ STAGES = ("all", "preprocess", "tokenizer")
 
 
 def ensure_dataset(config) -> dict | None:
-    """Run the preprocessing pipeline when ``config['data_path']`` lacks the dataset."""
+    """Run the preprocessing pipeline when ``config['data_path']`` lacks the dataset (or
+    ``stage=preprocess`` asks for a rebuild); a ready dataset that is stale for this config
+    stops the run (``check_not_stale``)."""
     from recbole_bbqrec.preprocess import dataset_ready, preprocess_dataset
 
     name = config["dataset"]
