@@ -18,7 +18,7 @@ import resource
 import shlex
 import sys
 import time
-
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,9 +113,14 @@ def load_per_user(record: dict) -> dict[str, np.ndarray]:
     name = record.get("per_user_file")
     if not name:
         return {}
+    if not isinstance(name, str) or os.path.basename(name) != name or name in (".", ".."):
+        raise ValueError(f"per_user_file {name!r} is not a file name beside the record")
     path = os.path.join(os.path.dirname(record["_path"]), name)
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (zipfile.BadZipFile, EOFError) as err:  # a truncated .npz is not an OSError
+        raise ValueError(f"{path} is damaged ({err})") from err
 
 
 def command_line() -> str:

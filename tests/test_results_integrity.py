@@ -10,7 +10,7 @@ import pytest
 from recbole_bbqrec import compare, report
 from recbole_bbqrec.errors import ConfigError, RunFailedError
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.results import scan_results, write_result
+from recbole_bbqrec.results import load_per_user, scan_results, write_result
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -124,3 +124,20 @@ def test_a_run_that_would_not_train_stops_before_any_work(tmp_path, extra, match
         run(model="SASRec", dataset="ml-100k", config_dict=config)
     assert not (tmp_path / "r").exists() and not (tmp_path / "saved").exists()
     assert not (tmp_path / "nothing-here").exists()  # not even preprocessing started
+
+
+def test_a_damaged_per_user_file_gives_na_with_the_reason(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {m: rng.random(30).astype(np.float32) for m in METRICS}
+    for model, level in (("SASRec", 0.05), ("BBQRec", 0.06)):
+        write_result(str(tmp_path), good_record(model, level), per_user=arrays)
+    folder = tmp_path / "Toy"
+    npz = sorted(folder.glob("BBQRec-*.users.npz"))[0]
+    npz.write_bytes(npz.read_bytes()[:100])  # cut off, as an interrupted copy leaves it
+    text = compare.main([str(folder)])
+    assert "| R@10 |" in text and f"{npz} is damaged" in text  # a note, not a crash
+    record = json.loads(sorted(folder.glob("SASRec-*.json"))[0].read_text())
+    record["per_user_file"] = "../../outside.npz"
+    record["_path"] = str(folder / "x.json")
+    with pytest.raises(ValueError, match="not a file name beside the record"):
+        load_per_user(record)
