@@ -129,6 +129,11 @@ class Recommender:
             return cls.from_checkpoint(path, overrides=overrides)
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} is not a result record (a JSON object).")
+        if record.get("status") == "failed":
+            raise ValueError(f"{path} records a failed run ({record.get('failure')}); it has no "
+                             f"model to recommend with.")
         if not record.get("checkpoint") or not isinstance(record.get("config"), dict):
             raise ValueError(f"{path} names no checkpoint or config: it is not the record of a "
                              f"finished run saved with a checkpoint (saved=True).")

@@ -10,6 +10,7 @@ import pytest
 from recbole_bbqrec import compare, report
 from recbole_bbqrec.errors import ConfigError, RunFailedError
 from recbole_bbqrec.quick_start import run
+from recbole_bbqrec.recommend import Recommender
 from recbole_bbqrec.results import load_per_user, scan_results, write_result
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -111,6 +112,8 @@ def test_a_run_without_a_validation_score_is_recorded_as_failed(ml100k_root, tmp
     assert on_disk["status"] == "failed" and on_disk["best_valid_score"] is None
     assert "test" not in on_disk
     assert scan_results(str(tmp_path / "results")).records == []
+    with pytest.raises(ValueError, match="records a failed run .*no validation score"):
+        Recommender.from_result(str(tmp_path / "results" / "ml-100k" / files[0]))
 
 
 @pytest.mark.parametrize("extra, match", [
