@@ -127,6 +127,8 @@ class Config(RecBoleConfig):
         config_file_list: user YAML files.
         config_dict: user parameters.
         argv: command-line arguments (``--key=value``); ``None`` means none are read.
+        typed_config_dict: ``config_dict`` holds values read back from JSON or a checkpoint:
+            take them as they are (default: strings are parsed as literals, e.g. "1e-4").
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None,
@@ -195,16 +197,18 @@ class Config(RecBoleConfig):
         if model is None:
             model = self.external_config_dict.get("model")
             if model is None:
-                raise ConfigKeyError("model needs to be given in one of: the model argument, a "
-                               "config file, the config dict, or the command line (--model=)")
+                raise ConfigKeyError("model needs to be given in one of: the model argument, "
+                                     "a config file, the config dict, or the command line "
+                                     "(--model=)")
         if isinstance(model, str):
             final_model, final_model_class = model, get_model(model)
         else:
             final_model, final_model_class = model.__name__, model
         final_dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
         if final_dataset is None:
-            raise ConfigKeyError("dataset needs to be given in one of: the dataset argument, a "
-                           "config file, the config dict, or the command line (--dataset=)")
+            raise ConfigKeyError("dataset needs to be given in one of: the dataset argument, "
+                                 "a config file, the config dict, or the command line "
+                                 "(--dataset=)")
         return final_model, final_model_class, final_dataset
 
     def _load_internal_config_dict(self, model, model_class, dataset):
