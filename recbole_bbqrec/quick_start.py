@@ -15,13 +15,14 @@ from logging import getLogger
 
 import torch
 from recbole.data import data_preparation
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import init_logger, set_color
 
 from recbole_bbqrec.config import Config
 from recbole_bbqrec.errors import ConfigError, RunFailedError, StaleDatasetError
 from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
                                     write_result)
-from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, get_trainer
+from recbole_bbqrec.utils import (create_dataset, disable_anomaly_detection, get_model,
+                                  get_trainer, init_seed_and_determinism)
 
 STAGES = ("all", "preprocess", "tokenizer")
 
@@ -90,7 +91,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         verbose: log per-epoch progress.
     """
     config = build_config(model, dataset, config_file_list, config_dict, argv)
-    init_seed(config["seed"], config["reproducibility"])
+    init_seed_and_determinism(config["seed"], config["reproducibility"])
     init_logger(config)
     disable_anomaly_detection()
     if config["torch_threads"]:
@@ -118,7 +119,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         if config["stage"] == "tokenizer":
             return record
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed_and_determinism(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

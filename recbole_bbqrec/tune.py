@@ -123,19 +123,19 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
     """
     import torch
     from recbole.data import data_preparation
-    from recbole.utils import init_logger, init_seed
+    from recbole.utils import init_logger
 
     from recbole_bbqrec.quick_start import build_config
     from recbole_bbqrec.results import plain_metrics
     from recbole_bbqrec.utils import (create_dataset, disable_anomaly_detection, get_model,
-                                      get_trainer)
+                                      get_trainer, init_seed_and_determinism)
 
     report = report or (lambda metrics: None)
     torch.set_num_threads(max(1, int(setup.get("cpus", 1))))
     config_dict = {**setup["config_dict"], **trial_params(trial_config)}
     config = build_config(setup["model"], setup["dataset"], setup["config_file_list"],
                           config_dict, setup["argv"])
-    init_seed(config["seed"], config["reproducibility"])
+    init_seed_and_determinism(config["seed"], config["reproducibility"])
     init_logger(config)
     disable_anomaly_detection()  # Ray workers import RecBole on their own
 
@@ -145,7 +145,7 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
     stage1 = getattr(model_class, "prepare_stage1", None)
     if callable(stage1):  # cached by config hash under the shared (absolute) paths
         stage1(config, train_data._dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed_and_determinism(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if setup.get("checkpoint_file"):  # RecBole names checkpoints by the second: trials collide

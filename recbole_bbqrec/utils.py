@@ -14,6 +14,7 @@ import torch
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
+from recbole.utils import init_seed
 
 PLUGIN_MODEL_PACKAGES = ["recbole_bbqrec.model.sequential_recommender"]
 PLUGIN_MODELS = ["BBQRec", "TIGER", "SASRecBCE", "GRU4RecF", "SASRecF", "NOVA"]
@@ -33,6 +34,25 @@ def disable_anomaly_detection() -> None:
     Ray workers, which import models on their own.
     """
     torch.autograd.set_detect_anomaly(False)
+
+
+def init_seed_and_determinism(seed: int, reproducibility: bool) -> None:
+    """RecBole's ``init_seed`` plus torch's deterministic kernels when ``reproducibility``.
+
+    Seeding alone is not enough on CPU with more than one torch thread: the backward pass of
+    advanced indexing (``table[index]``, used throughout stage 1 and stage 2) accumulates into
+    a float gradient with atomic adds from several threads, so the sum's order, and thus its
+    last bits, follows thread scheduling (on a 2-core machine beside other work, 49 of 60
+    repeats of one such backward differed). Those bits move k-means, codes and beam ties, and
+    two runs of one seed ended with different semantic IDs and metrics. Deterministic mode
+    makes torch use its serial kernel there (and refuses nothing: ``warn_only``). It is
+    process-wide, so it is set both ways, never left over from an earlier run.
+    """
+    init_seed(seed, reproducibility)
+    if reproducibility:
+        # cuBLAS needs a fixed workspace to be deterministic; it is read when CUDA starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(reproducibility), warn_only=True)
 
 
 def get_model(model_name: str):
