@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 from logging import getLogger
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from recbole_bbqrec.atomic_io import atomic_write_json
-from recbole_bbqrec.tokenizers.semantic_ids import (count_collisions, fingerprint_array,
+from recbole_bbqrec.tokenizers.semantic_ids import (CollisionError, count_collisions, fingerprint_array,
                                                     load_zq, read_sid_file, save_zq,
                                                     stage1_hash, write_sid_file, zq_path_for)
 
@@ -29,8 +30,11 @@ STAGE1_KEYS = (
     "tokenizer_temperature", "mim_weight", "rec_weight", "commitment_beta",
     "tokenizer_epochs", "tokenizer_batch_size", "tokenizer_lr", "tokenizer_patience",
     "tokenizer_steps_per_epoch", "letter_cf_weight", "letter_diversity_weight", "seed",
-    "MAX_ITEM_LIST_LENGTH",
+    "MAX_ITEM_LIST_LENGTH", "id_init", "id_init_checkpoint", "id_init_window", "id_lr",
+    "tokenizer_negatives", "tokenizer_seq_dim", "club_steps", "kmeans_redo_epoch",
+    "tokenizer_valid_users", "signal_norm", "recon_from_z", "club_hidden", "club_lr", "whiteness_weight", "club_learned_variance",
 )
+ID_INITS = ("cooc", "checkpoint", "random")
 TOKENIZERS = ("bbq", "tiger", "letter")
 # How feature matrices are scaled before stage 1 (part of the cache key: changing it retrains).
 FEATURE_SCALING = "zscore"
@@ -99,7 +103,7 @@ def artifact_paths(dataset, sid_hash: str) -> dict[str, str]:
             "summary": stem + ".stage1.json", "checkpoint": stem + ".stage1.pth"}
 
 
-def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=None):
+def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=None, id_init=None):
     from recbole_bbqrec.tokenizers.bbq import BBQTokenizer
     from recbole_bbqrec.tokenizers.letter import LETTERTokenizer
     from recbole_bbqrec.tokenizers.rqvae import RQVAETokenizer
@@ -114,7 +118,11 @@ def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=No
                             use_mim=config["use_mim"], use_rec=config["use_rec"],
                             signals=config["signals"], temperature=config["tokenizer_temperature"],
                             alpha=config["mim_weight"], gamma=config["rec_weight"],
-                            max_len=config["MAX_ITEM_LIST_LENGTH"], **common)
+                            max_len=config["MAX_ITEM_LIST_LENGTH"], seq_dim=config["tokenizer_seq_dim"],
+                            id_init=id_init, signal_norm=config["signal_norm"],
+                            recon_from_z=config["recon_from_z"], club_hidden=config["club_hidden"],
+                            club_learned_variance=config["club_learned_variance"],
+                            whiteness_weight=config["whiteness_weight"], **common)
     (modality, dim), = dims.items()
     if kind == "tiger":
         return RQVAETokenizer(n_items, dim, modality=modality, **common)
@@ -126,11 +134,9 @@ def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=No
                            diversity_weight=config["letter_diversity_weight"], **common)
 
 
-def letter_cf_embeddings(config, n_items: int):
-    """Item embeddings of a trained SASRec (weights-only checkpoint) for LETTER's alignment."""
-    path = config["letter_cf_checkpoint"]
-    if config["tokenizer"] != "letter" or not path:
-        return None
+def sequential_item_embeddings(path: str, n_items: int):
+    """Item embeddings [n_items, h] of a trained sequential model's weights-only checkpoint
+    (RecBole's SASRec / GRU4Rec ...: ``item_embedding.weight``, row 0 the padding)."""
     from recbole_bbqrec.trainer import load_checkpoint
 
     state = load_checkpoint(path)["state_dict"]
@@ -142,6 +148,35 @@ def letter_cf_embeddings(config, n_items: int):
     return weight[1:].float()
 
 
+def letter_cf_embeddings(config, n_items: int):
+    """Item embeddings of a trained SASRec (weights-only checkpoint) for LETTER's alignment."""
+    path = config["letter_cf_checkpoint"]
+    if config["tokenizer"] != "letter" or not path:
+        return None
+    return sequential_item_embeddings(path, n_items)
+
+
+def id_signal_init(config, n_items: int, sequences: list[np.ndarray]):
+    """The starting ID table [n_items, code_dim] of BBQ's learnable ID signal, or None (random).
+
+    ``sequences`` are the stage-1 training sequences; their last items are stage 1's
+    validation targets, so the co-occurrence statistics leave them out."""
+    kind = config["id_init"]
+    if kind not in ID_INITS:
+        raise ValueError(f"id_init must be one of {ID_INITS}, got {kind!r}")
+    if config["tokenizer"] != "bbq" or kind == "random":
+        return None
+    from recbole_bbqrec.tokenizers.collaborative import cooccurrence_embeddings, fit_width
+
+    if kind == "checkpoint":
+        if not config["id_init_checkpoint"]:
+            raise ValueError("id_init=checkpoint needs id_init_checkpoint: a trained SASRec "
+                             "checkpoint (saved/*.pth) on the same dataset")
+        return fit_width(sequential_item_embeddings(config["id_init_checkpoint"], n_items), config["code_dim"])
+    return cooccurrence_embeddings([seq[:-1] for seq in sequences], n_items, config["code_dim"],
+                                   window=config["id_init_window"], seed=config["seed"])
+
+
 def prepare_stage1(config, dataset) -> dict:
     """Train (or reuse) the stage-1 tokenizer for ``config`` and export its semantic IDs.
 
@@ -151,22 +186,69 @@ def prepare_stage1(config, dataset) -> dict:
     logger = getLogger()
     sid_hash, params = stage1_identity(config, dataset)
     paths = artifact_paths(dataset, sid_hash)
-    if all(os.path.isfile(paths[k]) for k in ("sid", "zq", "summary")):
-        with open(paths["summary"], encoding="utf-8") as f:
-            summary = json.load(f)
-        logger.info(f"stage 1: reusing semantic IDs {paths['sid']} (config hash {sid_hash})")
-        return summary | {"reused": True}
+    check_capacity(config, dataset.item_num - 1, len(signal_count(config, params)))
+    summary = _reuse(paths, sid_hash)
+    if summary is not None:
+        return summary
+    from recbole_bbqrec.preprocess.provenance import writer_lock
 
+    # one writer per stage-1 artifact; a second run of the same config waits, then reuses
+    with writer_lock(Path(dataset.feature_dir), f"stage 1 ({sid_hash})",
+                     lock_name=f".{dataset.dataset_name}.{sid_hash}.stage1.lock"):
+        summary = _reuse(paths, sid_hash)
+        if summary is not None:
+            return summary
+        try:
+            return _train_stage1(config, dataset, sid_hash, params, paths)
+        except CollisionError:
+            # IDs that cannot be made unique are no result: leave no orphan checkpoint
+            if os.path.isfile(paths["checkpoint"]):
+                os.remove(paths["checkpoint"])
+            raise
+
+
+def signal_count(config, params: dict) -> list[str]:
+    """The signals one ID position holds for this config (for the capacity check)."""
+    if config["tokenizer"] != "bbq":
+        return params["modalities"][:1]
+    if config["signals"]:
+        return list(config["signals"])
+    return (["id"] if config["use_rec"] else []) + list(params["modalities"])
+
+
+def check_capacity(config, n_items: int, n_signals: int) -> None:
+    """Refuse, before any training, IDs that cannot tell n_items apart: L positions of S codes
+    out of N give at most N^(S*L) distinct IDs."""
+    n_levels, n_codes = config["n_levels"], config["codebook_size"]
+    if n_codes ** (n_signals * n_levels) < n_items:
+        raise ValueError(
+            f"n_levels={n_levels} positions of {n_signals} code(s) from codebook_size={n_codes} give "
+            f"at most {n_codes ** (n_signals * n_levels)} distinct semantic IDs, fewer than the "
+            f"{n_items} items: raise n_levels or codebook_size")
+
+
+def _reuse(paths: dict, sid_hash: str) -> dict | None:
+    if not all(os.path.isfile(paths[k]) for k in ("sid", "zq", "summary")):
+        return None
+    with open(paths["summary"], encoding="utf-8") as f:
+        summary = json.load(f)
+    getLogger().info(f"stage 1: reusing semantic IDs {paths['sid']} (config hash {sid_hash})")
+    return summary | {"reused": True}
+
+
+def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> dict:
     from recbole_bbqrec.tokenizers.trainer import TokenizerTrainer, seed_everything
 
+    logger = getLogger()
     modalities = params["modalities"]
     n_items = dataset.item_num - 1  # tokenizer rows 0..n-2 <-> internal ids 1..n-1
     masks = {m: dataset.item_features(m)[1][1:] for m in modalities}
     features = {m: standardize(dataset.item_features(m)[0][1:], masks[m]) for m in modalities}
     sequences = [seq - 1 for seq in training_sequences(dataset)]
+    id_init = id_signal_init(config, n_items, sequences)
     seed_everything(config["seed"])  # same seed -> same initial weights -> same IDs
     tokenizer = build_tokenizer(config, n_items, {m: f.shape[1] for m, f in features.items()},
-                                letter_cf_embeddings(config, n_items))
+                                letter_cf_embeddings(config, n_items), id_init)
     logger.info(f"stage 1: training the {config['tokenizer']} tokenizer on {n_items} items, "
                 f"{len(sequences)} training sequences, modalities {modalities} (hash {sid_hash})")
     trainer = TokenizerTrainer(
@@ -175,7 +257,10 @@ def prepare_stage1(config, dataset) -> dict:
         checkpoint_path=paths["checkpoint"], device=config["device"],
         show_progress=config["show_progress"], logger=logger, seed=config["seed"],
         max_history=config["MAX_ITEM_LIST_LENGTH"],
-        steps_per_epoch=config["tokenizer_steps_per_epoch"])
+        steps_per_epoch=config["tokenizer_steps_per_epoch"],
+        n_negatives=config["tokenizer_negatives"], id_lr=config["id_lr"],
+        club_steps=config["club_steps"], mim_lr=config["club_lr"], kmeans_redo_epoch=config["kmeans_redo_epoch"],
+        valid_users=config["tokenizer_valid_users"])
     result = trainer.fit(features, masks, sequences)
     tokens = dataset.item_tokens()[1:]
     write_sid_file(paths["sid"], tokens, result.codes, result.signal_names)
@@ -188,6 +273,8 @@ def prepare_stage1(config, dataset) -> dict:
         "code_usage": result.code_usage, "valid_metric": result.valid_metric,
         "best_valid": float(result.best_valid), "best_epoch": int(result.best_epoch),
         "epochs_run": int(result.epochs_run), "train_s": round(result.train_seconds, 2),
+        "signal_report": result.signal_report, "decoder_dependence": result.decoder_dependence,
+        "history": result.history,
         "files": {k: os.path.basename(v) for k, v in paths.items()},
         "params": {k: v for k, v in params.items() if k not in ("features", "items")},
     }

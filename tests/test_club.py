@@ -7,15 +7,20 @@ from recbole_bbqrec.modules.club import CLUB
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 
 
-def fit_and_estimate(b: torch.Tensor, s: torch.Tensor, sampled: bool = False, steps: int = 200) -> float:
-    club = CLUB(b.shape[1], s.shape[1], hidden_dim=32, sampled=sampled)
+def fit_q(club: CLUB, b: torch.Tensor, s: torch.Tensor, steps: int = 200) -> CLUB:
+    """Fit q(s|b) by maximum likelihood on minibatches of the pairs."""
     opt = torch.optim.Adam(club.parameters(), lr=1e-2)
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(b), (128,))
         loss = club.learning_loss(b[idx], s[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return club
+
+
+def fit_and_estimate(b: torch.Tensor, s: torch.Tensor, sampled: bool = False, steps: int = 200) -> float:
+    club = fit_q(CLUB(b.shape[1], s.shape[1], hidden_dim=32, sampled=sampled), b, s, steps)
     with torch.no_grad():
         return float(club(b, s))
 
@@ -65,3 +70,20 @@ def test_shape_errors_are_clear():
         club(torch.randn(4, 5), torch.randn(4, 2))
     with pytest.raises(ValueError, match="s as"):
         club(torch.randn(4, 3), torch.randn(4, 6))
+
+
+def test_unit_variance_q_fits_and_bounds_dependence():
+    torch.manual_seed(0)
+    b = torch.randn(2000, 6)
+    s_dep = b[:, :3] + 0.3 * torch.randn(2000, 3)
+    club = CLUB(6, 3, hidden_dim=32, learn_variance=False)
+    assert club.logvar_net is None
+    with torch.no_grad():
+        before = float(club.learning_loss(b, s_dep))
+    fit_q(club, b, s_dep)
+    with torch.no_grad():
+        after = float(club.learning_loss(b, s_dep))
+        dependent = float(club(b, s_dep))
+        independent = float(club(b, torch.randn(2000, 3)))
+    assert after < before - 1.0  # q's likelihood is fitted
+    assert dependent > 1.0 and abs(independent) < 0.3  # positive for dependence, ~0 without

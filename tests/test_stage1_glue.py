@@ -67,3 +67,57 @@ def test_standardize_gives_unit_variance_and_keeps_missing_rows_zero(ml100k_root
     assert torch.allclose(kept.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     assert torch.count_nonzero(z[:5]) == 0
     assert torch.isfinite(z).all()
+
+
+def test_id_signal_init_uses_stage1_training_items_only(ml100k_root, monkeypatch):
+    import numpy as np
+    import pytest
+
+    from recbole_bbqrec import stage1
+    from recbole_bbqrec.stage1 import id_signal_init, stage1_identity
+
+    config = Config(model="BBQRec", dataset="ml-100k",
+                    config_dict={"data_path": ml100k_root, "state": "WARNING"})
+    dataset = create_dataset(config)
+    seen = {}
+
+    def spy(sequences, n_items, dim, window, seed):
+        seen["items"] = np.concatenate(sequences)
+        return np.zeros((n_items, dim))
+
+    import recbole_bbqrec.tokenizers.collaborative as collaborative
+    monkeypatch.setattr(collaborative, "cooccurrence_embeddings", spy)
+    sequences = [np.array([0, 1, 2, 3]), np.array([4, 5, 6])]
+    id_signal_init(config, 10, sequences)
+    # each sequence's last item is stage 1's validation target: the SVD never sees it
+    assert sorted(seen["items"].tolist()) == [0, 1, 2, 4, 5]
+
+    with pytest.raises(ValueError, match="id_init must be one of"):
+        id_signal_init(Config(model="BBQRec", dataset="ml-100k", config_dict={
+            "data_path": ml100k_root, "state": "WARNING", "id_init": "svd"}), 10, sequences)
+    with pytest.raises(ValueError, match="needs id_init_checkpoint"):
+        id_signal_init(Config(model="BBQRec", dataset="ml-100k", config_dict={
+            "data_path": ml100k_root, "state": "WARNING", "id_init": "checkpoint"}), 10, sequences)
+    base = stage1_identity(config, dataset)[0]
+    other = Config(model="BBQRec", dataset="ml-100k",
+                   config_dict={"data_path": ml100k_root, "state": "WARNING", "id_init": "random"})
+    assert stage1_identity(other, dataset)[0] != base
+    assert stage1.ID_INITS == ("cooc", "checkpoint", "random")
+
+
+def test_ids_that_cannot_hold_the_catalogue_are_refused_before_training(ml100k_root):
+    import glob
+    import os
+
+    import pytest
+
+    from recbole_bbqrec.stage1 import prepare_stage1
+
+    config = Config(model="BBQRec", dataset="ml-100k", config_dict={
+        "data_path": ml100k_root, "state": "WARNING", "n_levels": 1, "codebook_size": 4,
+        "signals": ["id", "text"]})
+    dataset = create_dataset(config)
+    before = set(glob.glob(os.path.join(ml100k_root, "ml-100k", "*.stage1.*")))
+    with pytest.raises(ValueError, match=r"at most 16 distinct semantic IDs, fewer than the \d+ items"):
+        prepare_stage1(config, dataset)
+    assert set(glob.glob(os.path.join(ml100k_root, "ml-100k", "*.stage1.*"))) == before

@@ -96,11 +96,12 @@ def stale_reasons(stats: dict, source, text_model: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def writer_lock(folder: Path, what: str) -> Iterator[None]:
-    """Hold ``folder/.lock`` exclusively: a second writer of the same folder waits (and says
-    so) instead of interleaving its files with the first one's."""
+def writer_lock(folder: Path, what: str, lock_name: str = ".lock") -> Iterator[None]:
+    """Hold ``folder/<lock_name>`` exclusively: a second writer of the same folder (or of the
+    same artifact, with a per-artifact ``lock_name``) waits (and says so) instead of
+    interleaving its files with the first one's."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as handle:
+    with open(folder / lock_name, "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

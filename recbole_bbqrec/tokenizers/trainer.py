@@ -2,14 +2,19 @@
 
 fit(features, masks, train_sequences) ->
   1. seed torch / numpy / random; k-means init of the codebooks on all items' encoder outputs;
-  2. per epoch: sequence tokenizers get (history <= max_history, next item) pairs from the
-     TRAINING sequences minus each one's last item, plus a cycling batch of items so every
-     item trains; others get shuffled item batches. CLUB nets get their own optimiser step;
+  2. per epoch: sequence tokenizers get one row per user (its TRAINING sequence minus the last
+     item, a random window of max_history + 1 when longer; the loss runs at every position)
+     in length-grouped batches, ``n_negatives`` sampled items as extra candidates, and a
+     cycling batch of items so every item trains; others get shuffled item batches. The ID
+     table has its own learning rate; CLUB nets get ``club_steps`` optimiser steps per step;
+     after ``kmeans_redo_epoch`` the codebooks are refitted by k-means on the warmed-up signals;
   3. validation (every eval_every epochs): recall@10 of each training sequence's held-out last
      item for sequence tokenizers, else -(recon + RQ) over all items; early stopping after
      ``patience`` evaluations without improvement; best state checkpointed atomically;
   4. dead codes re-seeded after each epoch; < collapse_threshold usage -> logger.warning;
-  5. best state restored; codes, raw collisions, make_unique, zq recomputed from the final codes.
+  5. best state restored; codes, raw collisions, make_unique, zq recomputed from the final codes;
+     per signal: codebook usage and how predictable its level-1 code is from the previous item
+     against shuffled codes (``diagnostics.py``), so IDs that are noise show as noise.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from tqdm.auto import tqdm
 
 from recbole_bbqrec.atomic_io import atomic_torch_save
 from recbole_bbqrec.tokenizers.base import ItemTokenizer
+from recbole_bbqrec.tokenizers.diagnostics import signal_report
 from recbole_bbqrec.tokenizers.semantic_ids import CollisionError, count_collisions, make_unique
 
 
@@ -48,6 +54,8 @@ class Stage1Result:
     train_seconds: float
     raw_codes: np.ndarray | None = None  # [n_items, L, S] before make_unique
     history: list[dict[str, float]] = field(default_factory=list)
+    signal_report: dict[str, dict] = field(default_factory=dict)  # per signal: usage, predictability
+    decoder_dependence: dict[str, float] = field(default_factory=dict)  # recon error with z / s zeroed
 
 
 def seed_everything(seed: int) -> None:
@@ -56,42 +64,62 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_pairs(
-    train_sequences: Sequence[np.ndarray], n_items: int, max_history: int
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(training pairs, validation pairs): each as {'history' [P, max_history] right-padded
-    with 0, 'history_len' [P], 'target' [P]}. The last item of every sequence (len >= 2) is
-    the validation target; training pairs come from the rest."""
-    train, valid = ([], [], []), ([], [], [])
-
-    def add(store, hist: np.ndarray, target: int) -> None:
-        hist = hist[-max_history:]
-        row = np.zeros(max_history, dtype=np.int64)
-        row[: len(hist)] = hist
-        store[0].append(row)
-        store[1].append(len(hist))
-        store[2].append(target)
-
+def user_sequences(
+    train_sequences: Sequence[np.ndarray], n_items: int, max_len: int
+) -> tuple[list[np.ndarray], dict[str, torch.Tensor]]:
+    """(training rows, validation pairs). The last item of every sequence (len >= 2) is the
+    validation target, its previous <= max_len items the history ({'history' [U, max_len]
+    right-padded with 0, 'history_len' [U], 'target' [U]}); the rest of the sequence, when it
+    holds >= 2 items, is that user's one training row (the loss runs at every position)."""
+    rows, hist, lens, targets = [], [], [], []
     for u, seq in enumerate(train_sequences):
         seq = np.asarray(seq, dtype=np.int64)
         if seq.ndim != 1 or (len(seq) and (seq.min() < 0 or seq.max() >= n_items)):
             raise ValueError(f"training sequence {u} must be 1-D item indices in [0, {n_items}), got {seq[:10]}")
         if len(seq) < 2:
             continue
-        add(valid, seq[:-1], int(seq[-1]))
-        for t in range(1, len(seq) - 1):
-            add(train, seq[:t], int(seq[t]))
-    if not train[0]:
-        raise ValueError("no training pairs: sequences need >= 3 items (one is held out for validation)")
+        history = seq[:-1][-max_len:]
+        padded = np.zeros(max_len, dtype=np.int64)
+        padded[: len(history)] = history
+        hist.append(padded)
+        lens.append(len(history))
+        targets.append(int(seq[-1]))
+        if len(seq) >= 3:
+            rows.append(seq[:-1])
+    if not rows:
+        raise ValueError("no training sequences: sequences need >= 3 items (one is held out for validation)")
+    valid = {"history": torch.as_tensor(np.stack(hist)),
+             "history_len": torch.as_tensor(np.asarray(lens, dtype=np.int64)),
+             "target": torch.as_tensor(np.asarray(targets, dtype=np.int64))}
+    return rows, valid
 
-    def pack(store) -> dict[str, torch.Tensor]:
-        return {
-            "history": torch.as_tensor(np.stack(store[0])),
-            "history_len": torch.as_tensor(np.asarray(store[1], dtype=np.int64)),
-            "target": torch.as_tensor(np.asarray(store[2], dtype=np.int64)),
-        }
 
-    return pack(train), pack(valid)
+def sequence_batches(
+    rows: Sequence[np.ndarray], batch_size: int, max_len: int, rng: np.random.Generator
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (sequence [B, T] right-padded, lengths [B]) batches, one row per user.
+
+    A row longer than max_len + 1 items contributes a random window of max_len + 1 (every
+    part of a long history is seen across epochs). Rows are grouped by length so a batch
+    pads little, and the batches come in random order."""
+    window = max_len + 1
+    crops = []
+    for seq in rows:
+        if len(seq) > window:
+            start = int(rng.integers(0, len(seq) - window + 1))
+            seq = seq[start: start + window]
+        crops.append(seq)
+    lengths = np.asarray([len(c) for c in crops])
+    order = np.lexsort((rng.random(len(crops)), lengths))  # by length, random among equals
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chosen = order[start: start + batch_size]
+        width = int(lengths[chosen].max())
+        seq = np.zeros((len(chosen), width), dtype=np.int64)
+        for i, r in enumerate(chosen):
+            seq[i, : lengths[r]] = crops[r]
+        batches.append((torch.from_numpy(seq), torch.from_numpy(lengths[chosen].copy())))
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def save_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer, meta: dict) -> None:
@@ -130,6 +158,11 @@ class TokenizerTrainer:
         reseed_dead_codes: bool = True,
         dead_code_min_count: float = 1.0,
         collapse_threshold: float = 0.1,
+        n_negatives: int = 1024,
+        id_lr: float | None = None,
+        club_steps: int = 5,
+        kmeans_redo_epoch: int = 0,
+        valid_users: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.epochs, self.batch_size = epochs, batch_size
@@ -144,6 +177,14 @@ class TokenizerTrainer:
         self.steps_per_epoch = steps_per_epoch
         self.reseed, self.dead_code_min_count = reseed_dead_codes, dead_code_min_count
         self.collapse_threshold = collapse_threshold
+        self.n_negatives, self.id_lr = n_negatives, id_lr or lr
+        self.club_steps, self.kmeans_redo_epoch = max(1, club_steps), kmeans_redo_epoch
+        self.valid_users = valid_users
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+            if not value > 0:
+                raise ValueError(f"stage-1 {name} must be positive, got {value}")
+        if n_negatives < 0:
+            raise ValueError(f"stage-1 n_negatives must be >= 0, got {n_negatives}")
 
     # ---- helpers ----------------------------------------------------------------------------
     def _code_usage(self, codes: np.ndarray) -> dict[str, list[float]]:
@@ -181,51 +222,60 @@ class TokenizerTrainer:
     ) -> Stage1Result:
         start_time = time.time()
         seed_everything(self.seed)
+        rng = np.random.default_rng(self.seed)
         tok = self.tokenizer.to(self.device)
         tok.set_features(features, masks)
         n_items = tok.n_items
-        valid = None
+        valid, rows = None, []
         if tok.uses_sequences:
             if train_sequences is None:
                 raise ValueError(f"{type(tok).__name__} with the contrastive task needs train_sequences")
-            pairs, valid = build_pairs(train_sequences, n_items, self.max_history)
-            pairs = {k: v.to(self.device) for k, v in pairs.items()}
+            rows, valid = user_sequences(train_sequences, n_items, self.max_history)
+            if self.valid_users and self.valid_users < len(valid["target"]):
+                # a fixed sample of users: cheaper validation, the same users every epoch
+                keep = torch.as_tensor(np.sort(rng.choice(len(valid["target"]), self.valid_users, replace=False)))
+                valid = {k: v[keep] for k, v in valid.items()}
             valid = {k: v.to(self.device) for k, v in valid.items()}
-            n_samples = len(pairs["target"])
-        else:
-            n_samples = n_items
         tok.init_codebooks()
-        main_opt = torch.optim.AdamW(tok.main_parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        id_params = tok.id_parameters() if hasattr(tok, "id_parameters") else []
+        id_ids = {id(p) for p in id_params}
+        groups = [{"params": [p for p in tok.main_parameters() if id(p) not in id_ids]}]
+        if id_params:  # the learnable ID table has its own learning rate
+            groups.append({"params": id_params, "lr": self.id_lr})
+        main_opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         mim_params = tok.mim_parameters()
         mim_opt = torch.optim.Adam(mim_params, lr=self.mim_lr) if mim_params else None
-        steps = math.ceil(n_samples / self.batch_size)
-        if self.steps_per_epoch:
-            steps = min(steps, self.steps_per_epoch)
 
         best_score, best_epoch, best_state, evals_since_best = -math.inf, 0, None, 0
         item_order, item_cursor = torch.randperm(n_items, device=self.device), 0
         history, epoch = [], 0
         for epoch in range(1, self.epochs + 1):
             tok.train()
-            order = torch.randperm(n_samples, device=self.device)
+            if tok.uses_sequences:
+                batches = sequence_batches(rows, self.batch_size, self.max_history, rng)
+            else:
+                order = torch.randperm(n_items, device=self.device)
+                batches = [order[i: i + self.batch_size] for i in range(0, n_items, self.batch_size)]
+            if self.steps_per_epoch:
+                batches = batches[: self.steps_per_epoch]
+            steps = len(batches)
             sums: dict[str, float] = {}
             bar = tqdm(range(steps), desc=f"stage1 epoch {epoch}", disable=not self.show_progress, leave=False)
             for step in bar:
-                idx = order[step * self.batch_size : (step + 1) * self.batch_size]
                 if tok.uses_sequences:
                     if item_cursor + self.item_batch_size > n_items:
                         item_order, item_cursor = torch.randperm(n_items, device=self.device), 0
                     items = item_order[item_cursor : item_cursor + self.item_batch_size]
                     item_cursor += self.item_batch_size
-                    lengths = pairs["history_len"][idx]
+                    seq, lengths = batches[step]
                     batch = {
                         "items": items,
-                        "history": pairs["history"][idx, : int(lengths.max())],
-                        "history_len": lengths,
-                        "target": pairs["target"][idx],
+                        "sequence": seq.to(self.device),
+                        "sequence_len": lengths.to(self.device),
+                        "negatives": torch.randint(0, n_items, (self.n_negatives,), device=self.device),
                     }
                 else:
-                    batch = {"items": idx}
+                    batch = {"items": batches[step]}
                 parts = tok.loss(batch)
                 self._check_finite(parts, epoch, step)
                 main_opt.zero_grad(set_to_none=True)
@@ -234,15 +284,17 @@ class TokenizerTrainer:
                     torch.nn.utils.clip_grad_norm_(tok.main_parameters(), self.grad_clip)
                 main_opt.step()
                 if mim_opt is not None:
-                    # q(s|b) fitted on detached pairs; drop the grads the bound left on it
-                    mim_opt.zero_grad(set_to_none=True)
-                    parts["mim_learning"].backward()
-                    mim_opt.step()
+                    # q(s|b) fitted on the step's detached pairs, several steps so it keeps up
+                    for _ in range(self.club_steps):
+                        mim_opt.zero_grad(set_to_none=True)
+                        tok.mim_learning_loss().backward()
+                        mim_opt.step()
+                    parts["club_nll"] = torch.tensor(tok.club_nll_per_dim())  # after q's steps
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if self.show_progress:
                     bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
-            record = {k: v / steps for k, v in sums.items()}
+            record = {k: v / max(1, steps) for k, v in sums.items()}
             record["epoch"] = epoch
             if epoch % self.eval_every == 0 or epoch == self.epochs:
                 score = tok.validation_score(valid)
@@ -265,7 +317,12 @@ class TokenizerTrainer:
                 self.logger.info("stage 1: early stop at epoch %d (best %s=%.5f at epoch %d)",
                                  epoch, tok.validation_metric, best_score, best_epoch)
                 break
-            if self.reseed and epoch < self.epochs:
+            if epoch == self.kmeans_redo_epoch and epoch < self.epochs:
+                # the encoders moved away from where the first k-means saw them: refit the
+                # codebooks on the warmed-up signals (the best state so far keeps its own)
+                tok.init_codebooks()
+                self.logger.info("stage 1: codebooks refitted by k-means after epoch %d", epoch)
+            elif self.reseed and epoch < self.epochs:
                 tok.reseed_dead_codes(self.dead_code_min_count)
 
         if best_state is not None:
@@ -292,4 +349,7 @@ class TokenizerTrainer:
             train_seconds=time.time() - start_time,
             raw_codes=encoded.codes,
             history=history,
+            signal_report=signal_report(codes, tok.signal_names, tok.quantizer.codebook_size,
+                                        train_sequences or [], self.seed),
+            decoder_dependence=tok.decoder_dependence() if hasattr(tok, "decoder_dependence") else {},
         )
