@@ -5,8 +5,8 @@ them with one ``ResidualQuantizer`` and exposes one interface to ``TokenizerTrai
 
   set_features(features, masks)   item feature matrices, kept as non-persistent buffers so
                                    they follow ``.to(device)`` but stay out of checkpoints
-  loss(batch) -> dict              'loss' (what the main optimiser minimises) + parts to log;
-                                   'mim_learning' when a CLUB net needs its own step
+  loss(batch) -> dict              'loss' (what the main optimiser minimises) + parts to log
+  mim_learning_loss()              (BBQ) q's NLL on the last step's pairs, for CLUB's own steps
   encode_all() -> EncodedItems     codes [n, L, S], zq [n, S*D], last-level distances
   mim_parameters() / main_parameters()
 Item indices are 0..n_items-1 everywhere (the lead maps RecBole ids onto them).
@@ -55,7 +55,7 @@ class ItemTokenizer(nn.Module):
     """Base class; subclasses set ``signal_names``, ``quantizer``, ``modalities`` and implement
     ``signal_vectors`` and ``loss``."""
 
-    uses_sequences: bool = False  # True: the trainer feeds (history, target) pairs
+    uses_sequences: bool = False  # True: the trainer feeds one sequence row per user
     validation_metric: str = "neg_recon_rq"  # higher is better
 
     def __init__(self, n_items: int, modality_dims: dict[str, int]) -> None:
