@@ -94,6 +94,16 @@ def stage1_identity(config, dataset) -> tuple[str, dict]:
     params["items"] = fingerprint_array(np.asarray(dataset.item_tokens()[1:], dtype=str))
     params["features"] = {m: fingerprint_array(dataset.item_features(m)[0].numpy())
                           for m in modalities}
+    # a collaborative table read from a checkpoint is an input like the features: the same
+    # path holding another (retrained) model must give new IDs, not reuse the old ones
+    table_path = None
+    if config["tokenizer"] == "letter":
+        table_path = config["letter_cf_checkpoint"]
+    elif config["tokenizer"] == "bbq" and config["id_init"] == "checkpoint":
+        table_path = config["id_init_checkpoint"]
+    if table_path:
+        table = sequential_item_embeddings(table_path, dataset.item_num - 1)
+        params["cf_table"] = fingerprint_array(table.numpy())
     return stage1_hash(params), params
 
 
@@ -276,7 +286,7 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
         "signal_report": result.signal_report, "decoder_dependence": result.decoder_dependence,
         "history": result.history,
         "files": {k: os.path.basename(v) for k, v in paths.items()},
-        "params": {k: v for k, v in params.items() if k not in ("features", "items")},
+        "params": {k: v for k, v in params.items() if k not in ("features", "items", "cf_table")},
     }
     atomic_write_json(paths["summary"], summary)
     logger.info(f"stage 1: {summary['raw_collisions']} items collided before uniqueness, "

@@ -85,8 +85,6 @@ def test_letter_without_a_checkpoint_says_which_key_to_set(data_root, tmp_path):
             config_dict=letter_config(data_root, tmp_path, None, stage="tokenizer", seed=5))
 
 
-@pytest.mark.xfail(strict=True, reason="stage1.stage1_identity does not fingerprint the "
-                   "letter_cf_checkpoint table: LETTER IDs made with another SASRec are reused")
 def test_another_sasrec_checkpoint_gives_new_letter_ids(data_root, sasrec_checkpoint, tmp_path):
     checkpoint = str(tmp_path / "sasrec.pth")
     shutil.copyfile(sasrec_checkpoint, checkpoint)

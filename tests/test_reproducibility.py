@@ -78,7 +78,9 @@ def run_once(data_root: str, work) -> dict:
                               "results_dir": str(work / "results")})
     assert not record["stage1"]["reused"]
     folder = os.path.join(data, "ml-100k")
-    (sid,), (zq,) = glob.glob(f"{folder}/*.sid"), glob.glob(f"{folder}/*.zq.npy")
+    # the shared data folder may already hold other tests' IDs: take this run's hash
+    stem = f"{folder}/ml-100k.{record['stage1']['hash']}"
+    (sid,), (zq,) = glob.glob(f"{stem}.sid"), glob.glob(f"{stem}.zq.npy")
     with open(sid, "rb") as f:
         record["sid_bytes"] = f.read()
     record["zq_array"] = np.load(zq)
