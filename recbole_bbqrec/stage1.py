@@ -32,7 +32,8 @@ STAGE1_KEYS = (
     "tokenizer_steps_per_epoch", "letter_cf_weight", "letter_diversity_weight", "seed",
     "MAX_ITEM_LIST_LENGTH", "id_init", "id_init_checkpoint", "id_init_window", "id_lr",
     "tokenizer_negatives", "tokenizer_seq_dim", "club_steps", "kmeans_redo_epoch",
-    "tokenizer_valid_users", "signal_norm", "recon_from_z", "club_hidden", "club_lr", "whiteness_weight", "club_learned_variance",
+    "tokenizer_valid_users", "signal_norm", "recon_from_z", "club_hidden", "club_lr",
+    "whiteness_weight", "club_learned_variance",
 )
 ID_INITS = ("cooc", "checkpoint", "random")
 TOKENIZERS = ("bbq", "tiger", "letter")
@@ -196,7 +197,7 @@ def prepare_stage1(config, dataset) -> dict:
     logger = getLogger()
     sid_hash, params = stage1_identity(config, dataset)
     paths = artifact_paths(dataset, sid_hash)
-    check_capacity(config, dataset.item_num - 1, len(signal_count(config, params)))
+    check_capacity(config, dataset.item_num - 1, len(signal_names(config, params)))
     summary = _reuse(paths, sid_hash)
     if summary is not None:
         return summary
@@ -217,8 +218,9 @@ def prepare_stage1(config, dataset) -> dict:
             raise
 
 
-def signal_count(config, params: dict) -> list[str]:
-    """The signals one ID position holds for this config (for the capacity check)."""
+def signal_names(config, params: dict) -> list[str]:
+    """The signals one ID position holds for this config, as the tokenizer will resolve them
+    (known here before anything is built, so the capacity check costs nothing)."""
     if config["tokenizer"] != "bbq":
         return params["modalities"][:1]
     if config["signals"]:
@@ -269,7 +271,8 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
         max_history=config["MAX_ITEM_LIST_LENGTH"],
         steps_per_epoch=config["tokenizer_steps_per_epoch"],
         n_negatives=config["tokenizer_negatives"], id_lr=config["id_lr"],
-        club_steps=config["club_steps"], mim_lr=config["club_lr"], kmeans_redo_epoch=config["kmeans_redo_epoch"],
+        club_steps=config["club_steps"], mim_lr=config["club_lr"],
+        kmeans_redo_epoch=config["kmeans_redo_epoch"],
         valid_users=config["tokenizer_valid_users"])
     result = trainer.fit(features, masks, sequences)
     tokens = dataset.item_tokens()[1:]

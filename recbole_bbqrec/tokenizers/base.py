@@ -116,6 +116,14 @@ class ItemTokenizer(nn.Module):
     def mim_parameters(self) -> list[nn.Parameter]:
         return []
 
+    def id_parameters(self) -> list[nn.Parameter]:
+        """Parameters the trainer gives their own learning rate (BBQ's learnable ID table)."""
+        return []
+
+    def decoder_dependence(self) -> dict[str, float]:
+        """Reconstruction error with parts of the decoder input zeroed (BBQ), else {}."""
+        return {}
+
     def main_parameters(self) -> list[nn.Parameter]:
         mim = {id(p) for p in self.mim_parameters()}
         return [p for p in self.parameters() if id(p) not in mim]

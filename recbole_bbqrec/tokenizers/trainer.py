@@ -237,7 +237,7 @@ class TokenizerTrainer:
                 valid = {k: v[keep] for k, v in valid.items()}
             valid = {k: v.to(self.device) for k, v in valid.items()}
         tok.init_codebooks()
-        id_params = tok.id_parameters() if hasattr(tok, "id_parameters") else []
+        id_params = tok.id_parameters()
         id_ids = {id(p) for p in id_params}
         groups = [{"params": [p for p in tok.main_parameters() if id(p) not in id_ids]}]
         if id_params:  # the learnable ID table has its own learning rate
@@ -351,5 +351,5 @@ class TokenizerTrainer:
             history=history,
             signal_report=signal_report(codes, tok.signal_names, tok.quantizer.codebook_size,
                                         train_sequences or [], self.seed),
-            decoder_dependence=tok.decoder_dependence() if hasattr(tok, "decoder_dependence") else {},
+            decoder_dependence=tok.decoder_dependence(),
         )
