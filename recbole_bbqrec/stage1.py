@@ -320,6 +320,11 @@ def load_semantic_ids(config, dataset) -> tuple[torch.Tensor, torch.Tensor, str]
     rows = np.asarray([row_of[t] for t in wanted], dtype=np.int64)
     aligned_codes = np.zeros((len(wanted) + 1, *codes.shape[1:]), dtype=np.int64)
     aligned_codes[1:] = codes[rows]
+    # checked once here, so the generator's forward never reads codes back from the device
+    from recbole_bbqrec.modules.generator import check_code_range
+
+    check_code_range(torch.from_numpy(aligned_codes), int(config["codebook_size"]),
+                     f"{paths['sid']} (hash {sid_hash})")
     aligned_zq = np.zeros((len(wanted) + 1, zq.shape[1]), dtype=np.float32)
     aligned_zq[1:] = zq[rows]
     return torch.from_numpy(aligned_codes), torch.from_numpy(aligned_zq), sid_hash

@@ -23,6 +23,13 @@ from .attention import SimilarityEncoder, bucketize_similarity
 from .beam_search import PrefixIndex, StepFn, constrained_beam_search
 
 
+def check_code_range(codes: torch.Tensor, codebook_size: int, name: str) -> None:
+    """Every code in [0, codebook_size) (reads the tensor on the host: call once per load)."""
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
+        raise ValueError(f"{name} holds codes in [{int(codes.min())}, {int(codes.max())}] "
+                         f"but codebook_size is {codebook_size}")
+
+
 class _DecoderLayer(nn.Module):
     """Pre-LN decoder layer on tokens [B, W, t, d] (W independent beams per user)."""
 
@@ -122,12 +129,14 @@ class SemanticIDGenerator(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     def _check_codes(self, codes: torch.Tensor, name: str) -> None:
+        """Shape check on every call; the range check only for CPU tensors. On an accelerator
+        ``int(codes.min())`` would stall the device once per step, so there the codes are
+        checked once when they are loaded (``check_code_range`` in ``load_semantic_ids``)."""
         if codes.dim() < 2 or tuple(codes.shape[-2:]) != (self.n_levels, self.n_signals):
             raise ValueError(f"{name} must end in [L, S] = [{self.n_levels}, {self.n_signals}], "
                              f"got shape {tuple(codes.shape)}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"{name} holds codes in [{int(codes.min())}, {int(codes.max())}] "
-                             f"but codebook_size is {self.codebook_size}")
+        if codes.device.type == "cpu":
+            check_code_range(codes, self.codebook_size, name)
 
     def _embed_tuples(self, codes: torch.Tensor, level: int) -> torch.Tensor:
         """codes [..., S] of position ``level`` -> sum of their S embeddings [..., d]."""
