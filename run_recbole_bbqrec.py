@@ -3,6 +3,7 @@
     python run_recbole_bbqrec.py                                # BBQRec on ml-100k
     python run_recbole_bbqrec.py --model=SASRec --dataset=Beauty
     python run_recbole_bbqrec.py --dataset=Beauty --stage=tokenizer --config_files=my.yaml
+    python run_recbole_bbqrec.py --dataset=Beauty --nproc=4      # stage 2 on 4 ranks (DDP)
 
 Any ``--key=value`` is a config key (RecBole's or the plugin's, see ``properties/``). The last
 line printed is the path of the results JSON.
@@ -11,6 +12,7 @@ line printed is the path of the results JSON.
 import argparse
 import sys
 
+from recbole_bbqrec import distributed
 from recbole_bbqrec.quick_start import run
 
 
@@ -24,7 +26,10 @@ def main(argv=None) -> str:
     args, _unknown = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
     # Every --key=value (including --model/--dataset) also reaches Config as a config key.
-    record = run(model=args.model, dataset=args.dataset, config_file_list=files, argv=argv)
+    if distributed.wants_distributed(argv):  # --nproc=N: N ranks (recbole_bbqrec/distributed.py)
+        record = distributed.run_distributed(args.model, args.dataset, files, argv) or {}
+    else:
+        record = run(model=args.model, dataset=args.dataset, config_file_list=files, argv=argv)
     path = record.get("result_file") or ""
     if path:
         print(path)

@@ -234,6 +234,13 @@ class Config(RecBoleConfig):
             if os.path.isfile(path):
                 self._update_internal_config_dict(path)
 
+    def _init_device(self):
+        # RecBole's asks for NCCL + CUDA under torch.distributed and ignores use_gpu; ours also
+        # runs ranks on CPUs with gloo (recbole_bbqrec/distributed.py)
+        from recbole_bbqrec.distributed import init_device
+
+        init_device(self.final_config_dict)
+
     def _set_default_parameters(self):
         super()._set_default_parameters()
         # RecBole points ml-100k at the copy inside its wheel; the plugin reads the

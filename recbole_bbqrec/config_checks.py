@@ -23,7 +23,7 @@ from recbole_bbqrec.errors import ConfigError
 _SIZE_NAME = re.compile(r"(_size|_dim|_layers|_heads|epochs|_steps_per_epoch|_buckets|_levels"
                         r"|_LENGTH)$|^(n|d)_")
 # RecBole keys matching the pattern whose negative values mean something (FEARec's facets).
-_SIZE_EXCEPTIONS = {"n_facet_MLP", "n_facet_window"}
+_SIZE_EXCEPTIONS = {"n_facet_MLP", "n_facet_window", "world_size"}  # world_size -1: = nproc
 # Sizes that may not be None either: RecBole does arithmetic on them unconditionally.
 _REQUIRED_SIZES = ("epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH")
 # Learning rates: every key named like one must be a positive, finite number.
@@ -129,6 +129,24 @@ def check_beams(config: dict) -> None:
                               f"cannot rank more items than it keeps. Set {key} >= {top}.")
 
 
+def check_devices(config: dict) -> None:
+    """Mixed precision, NaN-check interval, warm-up and torch.distributed keys."""
+    from recbole_bbqrec.device import AMP_DTYPES
+
+    amp_dtype = config.get("amp_dtype")
+    if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
+        raise ConfigError(f"amp_dtype must be one of {AMP_DTYPES}, got {amp_dtype!r}.")
+    for key, low in (("nan_check_steps", 0), ("warmup_steps", 0), ("nproc", 1),
+                     ("ddp_timeout", 1), ("offset", 0)):
+        value = config.get(key)
+        if value is not None and (not _is_int(value) or value < low):
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}.")
+    world_size, nproc = config.get("world_size"), config.get("nproc")
+    if _is_int(world_size) and world_size > 0 and _is_int(nproc) and world_size < nproc:
+        raise ConfigError(f"world_size={world_size} is smaller than nproc={nproc}: world_size "
+                          f"counts the processes of all nodes (-1: nproc, one node).")
+
+
 def check_config(config: dict) -> None:
     """All checks above on a final config dict; raises ``ConfigError`` naming the key."""
     for key in PATH_NAME_KEYS:
@@ -138,3 +156,4 @@ def check_config(config: dict) -> None:
     check_rates(config)
     check_validation(config)
     check_beams(config)
+    check_devices(config)

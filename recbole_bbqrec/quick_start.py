@@ -17,6 +17,7 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, set_color
 
+from recbole_bbqrec import distributed
 from recbole_bbqrec.config import Config
 from recbole_bbqrec.errors import ConfigError, RunFailedError, StaleDatasetError
 from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
@@ -114,7 +115,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     stage1 = getattr(model_class, "prepare_stage1", None)
     if callable(stage1):  # generative models: semantic IDs first (cached by config hash)
         t0 = time.time()
-        record["stage1"] = stage1(config, train_data._dataset)
+        with distributed.rank_zero_first(config):  # under --nproc: trained once, on rank 0
+            record["stage1"] = stage1(config, train_data._dataset)
         record["stage1_s"] = round(time.time() - t0, 2)
         if config["stage"] == "tokenizer":
             return record
@@ -126,11 +128,13 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     # RecBole names checkpoints by the second; parallel runs (Ray, compare --run) need more.
     trainer.saved_model_file = os.path.join(
         trainer.checkpoint_dir, f"{run_label(config)}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pth")
+    trainer.saved_model_file = distributed.same_on_all_ranks(config, trainer.saved_model_file)
 
     t0 = time.time()
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"])
     train_s = time.time() - t0
+    distributed.barrier(config)  # rank 0's best checkpoint is on disk before any rank tests
     if not best_valid_result or not math.isfinite(float(best_valid_score)):
         # No validation score: no checkpoint was chosen, so a test number would mean nothing.
         record.update({
@@ -141,7 +145,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
             "epochs_trained": len(trainer.train_loss_dict), "train_s": round(train_s, 2),
             "peak_rss_mb": peak_rss_mb(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
-        path = write_result(config["results_dir"], record)
+        path = (write_result(config["results_dir"], record)
+                if distributed.is_main(config) else None)  # one writer under --nproc
         raise RunFailedError(f"{record['label']} on {config['dataset']} ended without a "
                              f"validation score, so it is not a result; recorded as failed "
                              f"in {path}. Check eval_step, epochs and the validation split.")
@@ -164,9 +169,9 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         "checkpoint": trainer.saved_model_file if saved else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
-    record["result_file"] = write_result(config["results_dir"], record,
-                                         per_user=getattr(trainer, "last_per_user", None))
-    if record["status"] == "failed":  # e.g. a NaN test metric: kept, but never a result
+    record["result_file"] = None if not distributed.is_main(config) else write_result(
+        config["results_dir"], record, per_user=getattr(trainer, "last_per_user", None))
+    if record.get("status") == "failed":  # e.g. a NaN test metric: kept, but never a result
         raise RunFailedError(f"{record['label']} on {config['dataset']} is not a result: "
                              f"{record['failure']}; recorded as failed in {record['result_file']}.")
     return record

@@ -249,6 +249,7 @@ def _reuse(paths: dict, sid_hash: str) -> dict | None:
 
 
 def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> dict:
+    from recbole_bbqrec.device import resolve_amp_dtype
     from recbole_bbqrec.tokenizers.trainer import TokenizerTrainer, seed_everything
 
     logger = getLogger()
@@ -273,7 +274,10 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
         n_negatives=config["tokenizer_negatives"], id_lr=config["id_lr"],
         club_steps=config["club_steps"], mim_lr=config["club_lr"],
         kmeans_redo_epoch=config["kmeans_redo_epoch"],
-        valid_users=config["tokenizer_valid_users"])
+        valid_users=config["tokenizer_valid_users"],
+        amp_dtype=resolve_amp_dtype(bool(config["enable_amp"]), config["amp_dtype"] or "auto",
+                                    config["device"]),
+        sync_every=config["nan_check_steps"])
     result = trainer.fit(features, masks, sequences)
     tokens = dataset.item_tokens()[1:]
     write_sid_file(paths["sid"], tokens, result.codes, result.signal_names)

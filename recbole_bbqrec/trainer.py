@@ -21,6 +21,8 @@ from recbole.utils import set_color
 
 from recbole_bbqrec.atomic_io import atomic_torch_save
 from recbole_bbqrec.config import to_plain
+from recbole_bbqrec.device import device_mixins
+from recbole_bbqrec.distributed import gather_eval_struct
 from recbole_bbqrec.errors import CheckpointError
 
 
@@ -134,10 +136,12 @@ class SafeCheckpointMixin:
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         # Capture the collected top-k struct on its way to RecBole's evaluator, so per-user
         # metrics (for paired significance tests) come from exactly what RecBole averaged.
-        evaluator, captured = self.evaluator, {}
+        evaluator, captured, config = self.evaluator, {}, self.config
 
         class _Capture:
             def evaluate(self, struct):
+                # under torch.distributed: every rank's rows, each user once
+                struct = gather_eval_struct(struct, eval_data, config)
                 captured["struct"] = struct
                 return evaluator.evaluate(struct)
 
@@ -152,13 +156,32 @@ class SafeCheckpointMixin:
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx  # for the divergence message
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func,
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func,
                                     show_progress=show_progress)
+        self._raise_if_diverged()  # before this epoch can validate or save a checkpoint
+        return loss
 
     def _check_nan(self, loss):
-        if not math.isfinite(float(loss.detach())):
+        """Note a non-finite loss on the device; reading it on the host every step would stall
+        a GPU, so the flag is read every ``nan_check_steps`` steps and at every epoch end."""
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss).all()
+        if getattr(self, "_first_bad_loss", None) is None:
+            self._first_bad_loss, self._steps_unchecked = torch.where(bad, loss, 0.0), 0
+        else:  # keep the first non-finite value, for the message
+            self._first_bad_loss = torch.where(torch.isfinite(self._first_bad_loss) & bad,
+                                               loss, self._first_bad_loss)
+        self._steps_unchecked += 1
+        every = self.config["nan_check_steps"]
+        if every and self._steps_unchecked >= int(every):
+            self._raise_if_diverged()
+
+    def _raise_if_diverged(self):
+        first_bad = getattr(self, "_first_bad_loss", None)
+        self._first_bad_loss = None
+        if first_bad is not None and not math.isfinite(float(first_bad)):
             raise TrainingDivergedError(
-                f"Training loss is {float(loss.detach())} in epoch {getattr(self, '_epoch', '?')}; "
+                f"Training loss is {float(first_bad)} in epoch {getattr(self, '_epoch', '?')}; "
                 f"stopping. The last good checkpoint ({self.saved_model_file}) is kept; lower "
                 f"learning_rate or set clip_grad_norm and resume from it.")
 
@@ -192,7 +215,8 @@ def make_safe(trainer_class: type) -> type:
         return trainer_class
     if trainer_class not in _SAFE_CLASSES:
         _SAFE_CLASSES[trainer_class] = type(f"Safe{trainer_class.__name__}",
-                                            (SafeCheckpointMixin, trainer_class), {})
+                                            (SafeCheckpointMixin, *device_mixins(trainer_class),
+                                             trainer_class), {})
     return _SAFE_CLASSES[trainer_class]
 
 

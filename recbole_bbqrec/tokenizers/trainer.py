@@ -15,6 +15,12 @@ fit(features, masks, train_sequences) ->
   5. best state restored; codes, raw collisions, make_unique, zq recomputed from the final codes;
      per signal: codebook usage and how predictable its level-1 code is from the previous item
      against shuffled codes (``diagnostics.py``), so IDs that are noise show as noise.
+
+On a GPU the step loop never waits for the host: the losses are summed on the device and the
+finiteness flag (with the first bad step) is read every ``sync_every`` steps and at the end of
+each epoch, before validation can checkpoint; CLUB's diagnostic NLL is sampled at those reads.
+``amp_dtype`` autocasts the training losses (bf16, or fp16 with a loss scaler on CUDA); the
+k-means, code assignment for export and validation stay fp32.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recbole_bbqrec.atomic_io import atomic_torch_save
+from recbole_bbqrec.device import autocast, needs_scaler
 from recbole_bbqrec.tokenizers.base import ItemTokenizer
 from recbole_bbqrec.tokenizers.diagnostics import signal_report
 from recbole_bbqrec.tokenizers.semantic_ids import CollisionError, count_collisions, make_unique
@@ -163,6 +170,8 @@ class TokenizerTrainer:
         club_steps: int = 5,
         kmeans_redo_epoch: int = 0,
         valid_users: int | None = None,
+        amp_dtype: torch.dtype | None = None,
+        sync_every: int = 100,
     ) -> None:
         self.tokenizer = tokenizer
         self.epochs, self.batch_size = epochs, batch_size
@@ -180,6 +189,7 @@ class TokenizerTrainer:
         self.n_negatives, self.id_lr = n_negatives, id_lr or lr
         self.club_steps, self.kmeans_redo_epoch = max(1, club_steps), kmeans_redo_epoch
         self.valid_users = valid_users
+        self.amp_dtype, self.sync_every = amp_dtype, max(0, int(sync_every or 0))
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
             if not value > 0:
                 raise ValueError(f"stage-1 {name} must be positive, got {value}")
@@ -213,6 +223,20 @@ class TokenizerTrainer:
                 "Lower lr, enable grad_clip, or check the input features"
             )
 
+    def _note_finite(self, watch: dict, parts: dict[str, torch.Tensor], step: int) -> None:
+        """Record on the device the first step whose losses are not all finite, with them."""
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in parts.values()]).all()
+        first = (watch["step"] < 0) & ~finite
+        watch["step"] = torch.where(first, step, watch["step"])
+        watch["parts"] = {k: torch.where(first, v.detach().float(), watch["parts"].get(k, v.detach().float()))
+                          for k, v in parts.items()}
+
+    def _read_finite(self, watch: dict, epoch: int) -> None:
+        """One host read of the flag; raises naming the first bad step (as ``_check_finite``)."""
+        step = int(watch["step"])
+        if step >= 0:
+            self._check_finite(watch["parts"], epoch, step)
+
     # ---- training ---------------------------------------------------------------------------
     def fit(
         self,
@@ -245,6 +269,9 @@ class TokenizerTrainer:
         main_opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         mim_params = tok.mim_parameters()
         mim_opt = torch.optim.Adam(mim_params, lr=self.mim_lr) if mim_params else None
+        use_scaler = needs_scaler(self.amp_dtype, self.device)  # fp16 only; bf16 needs none
+        scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        mim_scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
 
         best_score, best_epoch, best_state, evals_since_best = -math.inf, 0, None, 0
         item_order, item_cursor = torch.randperm(n_items, device=self.device), 0
@@ -259,7 +286,9 @@ class TokenizerTrainer:
             if self.steps_per_epoch:
                 batches = batches[: self.steps_per_epoch]
             steps = len(batches)
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}  # on the device, read once per epoch
+            club_nll: list[float] = []  # sampled at the host reads
+            watch = {"step": torch.tensor(-1, device=self.device), "parts": {}}
             bar = tqdm(range(steps), desc=f"stage1 epoch {epoch}", disable=not self.show_progress, leave=False)
             for step in bar:
                 if tok.uses_sequences:
@@ -276,25 +305,38 @@ class TokenizerTrainer:
                     }
                 else:
                     batch = {"items": batches[step]}
-                parts = tok.loss(batch)
-                self._check_finite(parts, epoch, step)
+                with autocast(self.device, self.amp_dtype):
+                    parts = tok.loss(batch)
+                self._note_finite(watch, parts, step)
+                read_now = step == steps - 1 or (self.sync_every and (step + 1) % self.sync_every == 0)
                 main_opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
+                scaler.scale(parts["loss"]).backward()
                 if self.grad_clip:
+                    scaler.unscale_(main_opt)
                     torch.nn.utils.clip_grad_norm_(tok.main_parameters(), self.grad_clip)
-                main_opt.step()
+                scaler.step(main_opt)
+                scaler.update()
                 if mim_opt is not None:
                     # q(s|b) fitted on the step's detached pairs, several steps so it keeps up
                     for _ in range(self.club_steps):
                         mim_opt.zero_grad(set_to_none=True)
-                        tok.mim_learning_loss().backward()
-                        mim_opt.step()
-                    parts["club_nll"] = torch.tensor(tok.club_nll_per_dim())  # after q's steps
+                        with autocast(self.device, self.amp_dtype):
+                            mim_loss = tok.mim_learning_loss()
+                        mim_scaler.scale(mim_loss).backward()
+                        mim_scaler.step(mim_opt)
+                        mim_scaler.update()
+                    if read_now:  # q's NLL after its steps (a host read: sampled, not per step)
+                        club_nll.append(tok.club_nll_per_dim())
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    v = v.detach().float()
+                    sums[k] = v if k not in sums else sums[k] + v
+                if read_now:
+                    self._read_finite(watch, epoch)
                 if self.show_progress:
                     bar.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
-            record = {k: v / max(1, steps) for k, v in sums.items()}
+            record = {k: float(v) / max(1, steps) for k, v in sums.items()}
+            if club_nll:
+                record["club_nll"] = sum(club_nll) / len(club_nll)
             record["epoch"] = epoch
             if epoch % self.eval_every == 0 or epoch == self.epochs:
                 score = tok.validation_score(valid)
