@@ -1,8 +1,12 @@
 """Decoding benchmark: batched trie-constrained beam search vs the per-beam reference.
 
-Same generator weights and the same step function for both searches, so their top-10 must be
-identical; reports users/second of each, the speed-up, and how the batched search's per-user
-time grows with the catalogue (10k, 100k, 1M synthetic items).
+Same generator weights for both searches.  The reference calls the plain cached step function
+(``make_step_fn``: the whole batch at once, full KV cache gathered per step, as a Hugging Face
+decoder is driven); the batched search calls what ``generate`` uses (``make_batched_step_fn``:
+users in cache-sized chunks, BOS shared per user).  Both compute the same log-probs up to float
+rounding, so their top-10 must be identical.  Reports users/second of each, the speed-up, the
+model/search split, and how the batched per-user time grows with the catalogue (10k, 100k, 1M
+synthetic items, for every S in --scale_signals).
 
     .venv/bin/python bench/decode.py                       # random init, synthetic codes
     .venv/bin/python bench/decode.py --codes ids.npy --checkpoint gen.pt
@@ -87,7 +91,8 @@ def timed_search(model, index, hist, beam, batch, reference_trie=None):
         sl = slice(lo, lo + batch)
         t0 = time.perf_counter()
         memory = model.encode(hist_codes[sl], mask[sl], zq[sl])
-        step = _Timed(model.make_step_fn(memory, mask[sl]))
+        make = model.make_step_fn if reference_trie is not None else model.make_batched_step_fn
+        step = _Timed(make(memory, mask[sl]))
         model_seconds += time.perf_counter() - t0
         if reference_trie is None:
             outs.append(constrained_beam_search(step, index, memory.shape[0], beam, topk=10))
@@ -124,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--beams", type=int, nargs="+", default=[20, 50])
     p.add_argument("--scale_items", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--scale_signals", type=int, nargs="*", default=None,
+                   help="S of the scaling run's synthetic IDs (default: the catalogue's S); "
+                        "an S other than the catalogue's gets its own random-init model")
     p.add_argument("--scale_users", type=int, default=64)
     p.add_argument("--scale_batch", type=int, default=64,
                    help="users per chunk in the scaling run (the root level holds [B, n_items])")
@@ -201,19 +209,28 @@ def main(argv: list[str] | None = None) -> None:
                   f"{search_ref / max(search_fast, 1e-9):.0f}x", flush=True)
 
         beam = max(args.beams)
-        for n_items in args.scale_items:
-            big = synthetic_codes(n_items, n_levels, n_signals, n_codes, args.seed + 1)
-            big_index = PrefixIndex.from_codes(big)
-            big_hist = make_histories(big, args.scale_users, args.max_history,
-                                      3 * args.d_model, args.seed)
-            timed_search(model, big_index, tuple(t[:4] for t in big_hist), beam, 4)
-            _, _, secs, model_secs = timed_search(model, big_index, big_hist, beam,
-                                                  args.scale_batch)
-            print(f"scaling: {n_items:>9,d} items, beam {beam}: "
-                  f"{1e3 * secs / args.scale_users:.2f} ms/user, of which search "
-                  f"{1e3 * (secs - model_secs) / args.scale_users:.2f} ms/user "
-                  f"({min(args.scale_batch, args.scale_users)} users per call)", flush=True)
-            del big, big_index
+        for signals in (args.scale_signals or [n_signals]) if args.scale_items else []:
+            scale_model = model if signals == n_signals else SemanticIDGenerator(
+                n_levels, signals, n_codes, args.d_model, args.n_heads, args.encoder_layers,
+                args.decoder_layers, args.d_ff, 0.0, args.max_history, args.n_buckets,
+                use_similarity=not args.no_similarity).eval()
+            per_user = []
+            for n_items in args.scale_items:
+                big = synthetic_codes(n_items, n_levels, signals, n_codes, args.seed + 1)
+                big_index = PrefixIndex.from_codes(big)
+                big_hist = make_histories(big, args.scale_users, args.max_history,
+                                          3 * args.d_model, args.seed)
+                timed_search(scale_model, big_index, tuple(t[:4] for t in big_hist), beam, 4)
+                _, _, secs, model_secs = timed_search(scale_model, big_index, big_hist, beam,
+                                                      args.scale_batch)
+                per_user.append(1e3 * secs / args.scale_users)
+                print(f"scaling: S={signals}, {n_items:>9,d} items, beam {beam}: "
+                      f"{per_user[-1]:.2f} ms/user, of which search "
+                      f"{1e3 * (secs - model_secs) / args.scale_users:.2f} ms/user "
+                      f"({min(args.scale_batch, args.scale_users)} users per call)", flush=True)
+                del big, big_index
+            print(f"scaling: S={signals}, {args.scale_items[-1]:,d} vs {args.scale_items[0]:,d} "
+                  f"items: {per_user[-1] / per_user[0]:.2f}x per-user time", flush=True)
 
     if args.out:
         atomic_write_json(args.out, {"rows": rows, "command": command_line()}, sort_keys=False)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from recbole_bbqrec.modules import beam_search as bs
 from recbole_bbqrec.modules.beam_search import (PrefixIndex, constrained_beam_search,
                                                 reference_beam_search)
 
@@ -161,3 +162,66 @@ def test_step_fn_with_too_few_codes_is_rejected():
     step = make_step_fn(1, 2, 1, 4)                     # scores 4 codes, catalogue uses up to 7
     with pytest.raises(ValueError, match="catalogue uses code"):
         constrained_beam_search(step, PrefixIndex.from_codes(codes), 1, 5)
+
+
+def scaled(step, scale, quantum=None):
+    """step's logits times ``scale`` (peaked or flat), optionally rounded to ``quantum`` so
+    that many tuple scores tie exactly."""
+    def run(prefix, parent):
+        logits = step(prefix, parent) * scale
+        if quantum is not None:
+            logits = (logits / quantum).round() * quantum
+        return torch.log_softmax(logits, dim=-1)
+    return run
+
+
+@pytest.mark.parametrize("n_signals,n_codes,n_items", [(2, 16, 1000), (3, 10, 5000)])
+def test_dense_first_position_matches_scan_and_reference(n_signals, n_codes, n_items):
+    # Nearly every first tuple is used: the root goes through the cube / group path.
+    codes = random_codes(n_items, 2, n_signals, n_codes, seed=n_signals)
+    index = PrefixIndex.from_codes(codes)
+    assert bs._cube_depth(index, 5) is not None
+    for seed, scale, quantum in [(0, 0.2, None), (1, 5.0, None), (2, 1.0, 0.5), (3, 0.05, None)]:
+        step = scaled(make_step_fn(16, 2, n_signals, n_codes, seed=seed), scale, quantum)
+        fast = constrained_beam_search(step, index, 16, 5)
+        slow = reference_beam_search(step, codes, 16, 5)
+        assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+        log_probs = step(torch.zeros(16, 1, 0, n_signals, dtype=torch.long), None)[:, 0]
+        zero = torch.zeros(16, 1)
+        got = bs._root_topk(log_probs, index, 5)
+        want = bs._scan_topk(log_probs, index.child_codes[0][0], zero, 5)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        # The group path alone, from the cube's floor, for every user (not only the inexact).
+        top, _, _ = bs._cube_topk(log_probs, index, 5, bs._cube_depth(index, 5))
+        grouped = bs._group_topk(log_probs, index, 5, top[:, -1])
+        assert torch.equal(grouped[0], want[0]) and torch.equal(grouped[1], want[1])
+
+
+def test_root_with_infinite_log_probs_falls_back_to_scan():
+    codes = random_codes(1000, 2, 2, 16, seed=2)
+    index = PrefixIndex.from_codes(codes)
+    log_probs = torch.log_softmax(torch.randn(4, 2, 16), dim=-1)
+    log_probs[0, 0, :12] = float("-inf")                # few finite first tuples left
+    log_probs[1, 1, 3] = float("-inf")
+    got = bs._root_topk(log_probs, index, 5)
+    want = bs._scan_topk(log_probs, index.child_codes[0][0], torch.zeros(4, 1), 5)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("n_levels,n_signals,n_codes,n_items,beam", [
+    (3, 3, 4, 300, 20), (3, 1, 8, 300, 10), (2, 2, 6, 200, 12)])
+def test_ties_break_alike_in_batched_and_reference(n_levels, n_signals, n_codes, n_items, beam):
+    # Logits rounded to 0.5: many equal tuple scores, at the beam cut and inside it.
+    codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=beam)
+    step = scaled(make_step_fn(6, n_levels, n_signals, n_codes, seed=beam), 1.0, 0.5)
+    fast = constrained_beam_search(step, PrefixIndex.from_codes(codes), 6, beam)
+    slow = reference_beam_search(step, codes, 6, beam)
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+
+
+def test_stable_topk_orders_ties_by_position():
+    key = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 3.0]])
+    vals, pos = bs._topk(key, 3)
+    assert vals.tolist() == [[3.0, 3.0, 3.0]] and pos.tolist() == [[1, 2, 4]]
+    vals, pos = bs._topk(key, 3, order=torch.tensor([[0, 9, 8, 7, 6, 5]]))
+    assert pos.tolist() == [[5, 4, 2]]

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search
+from recbole_bbqrec.modules.beam_search import (PrefixIndex, constrained_beam_search,
+                                                reference_beam_search)
 from recbole_bbqrec.modules.generator import SemanticIDGenerator
 
 L, S, N, T, DZ = 3, 3, 16, 6, 12
@@ -150,3 +151,36 @@ def test_bad_codes_and_inherit_codebooks(catalogue):
     assert (model(hist, mask, zq, target) - before).abs().max() > 1e-3
     with pytest.raises(ValueError, match="do not match"):
         model.inherit_codebooks(torch.randn(L + 1, N, 8))
+
+
+def test_batched_step_fn_matches_plain_step_fn(catalogue):
+    codes, _ = catalogue
+    model = make_model().eval()
+    hist, mask, zq, _ = make_batch(catalogue)
+    index = PrefixIndex.from_codes(codes)
+    memory = model.encode(hist, mask, zq)
+    with torch.no_grad():
+        # Tiny chunks (2 beams) so that every step crosses chunk boundaries.
+        for rows in (2, 512):
+            fast = constrained_beam_search(model.make_batched_step_fn(memory, mask, rows), index,
+                                           6, 20, topk=10)
+            plain = reference_beam_search(model.make_step_fn(memory, mask), codes, 6, 20, topk=10)
+            assert torch.equal(fast[0], plain[0])
+            torch.testing.assert_close(fast[1], plain[1], atol=1e-5, rtol=1e-5)
+        # Called out of sequence (a fresh prefix of length 2), it rebuilds its cache.
+        step = model.make_batched_step_fn(memory, mask, rows_per_chunk=4)
+        prefix = codes[:5, :2][None].expand(6, -1, -1, -1)                 # [B, 5, 2, S]
+        step(prefix[:, :1, :0], None)
+        torch.testing.assert_close(step(prefix, None),
+                                   model.step_log_probs(memory, mask, prefix),
+                                   atol=1e-5, rtol=1e-5)
+        # In sequence, with a parent reordering: level 1 from 5 beams, then level 2.
+        step(prefix[:, :1, :0], None)
+        first = codes[:5, :1][None].expand(6, -1, -1, -1)
+        step(first, torch.zeros(6, 5, dtype=torch.long))
+        parent = torch.tensor([4, 0, 2, 2, 1]).expand(6, -1)
+        second = torch.cat([first.gather(1, parent[:, :, None, None].expand(-1, -1, 1, S)),
+                            codes[5:10, 1:2][None].expand(6, -1, -1, -1)], dim=2)
+        torch.testing.assert_close(step(second, parent),
+                                   model.step_log_probs(memory, mask, second),
+                                   atol=1e-5, rtol=1e-5)

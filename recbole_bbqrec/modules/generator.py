@@ -94,19 +94,50 @@ class _DecoderLayer(nn.Module):
         x = x + self.dropout(self.ffn(self.norms[2](x)))
         return x, (k, v)
 
+    def step(self, x: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]],
+             mem_k: torch.Tensor, mem_v: torch.Tensor, mem_bias: torch.Tensor
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One new token per beam (the batched search's path, same maths as ``forward``).
+        x [c, W, d]; past: per earlier position its (k, v) [c, W, d], or [c, 1, d] when all
+        beams share it (BOS), so shared positions are never copied per beam;
+        mem_k/v [c, H, T, dh]; mem_bias [c, 1, 1, T]. Returns x [c, W, d] and (k, v) [c, W, d]."""
+        users, width, d_model = x.shape
+        heads, d_head = self.n_heads, self.d_head
+        q, k, v = self.self_qkv(self.norms[0](x)).chunk(3, dim=-1)       # [c, W, d] each
+        qh = q.view(users, width, heads, d_head)
+        keys = [pk for pk, _ in past] + [k]
+        values = [pv for _, pv in past] + [v]
+        scores = torch.stack([(qh * kj.view(users, -1, heads, d_head)).sum(-1) for kj in keys],
+                             dim=2) / math.sqrt(d_head)                    # [c, W, P, H]
+        attn = self.attn_dropout(torch.softmax(scores, dim=2))
+        out = attn[:, :, 0, :, None] * values[0].view(users, -1, heads, d_head)
+        for j in range(1, len(values)):
+            out = out + attn[:, :, j, :, None] * values[j].view(users, -1, heads, d_head)
+        x = x + self.dropout(self.self_out(out.reshape(users, width, d_model)))
+        q = self.cross_q(self.norms[1](x)).view(users, width, heads, d_head).transpose(1, 2)
+        scores = torch.matmul(q, mem_k.transpose(-1, -2)) / math.sqrt(d_head) + mem_bias
+        attn = self.attn_dropout(torch.softmax(scores, dim=-1))            # [c, H, W, T]
+        out = torch.matmul(attn, mem_v).transpose(1, 2).reshape(users, width, d_model)
+        x = x + self.dropout(self.cross_out(out))
+        x = x + self.dropout(self.ffn(self.norms[2](x)))
+        return x, (k, v)
+
 
 class SemanticIDGenerator(nn.Module):
     """Encoder-decoder generator of L-position, S-signal semantic IDs (codes in [0, N))."""
 
     def __init__(self, n_levels: int, n_signals: int, codebook_size: int, d_model: int,
                  n_heads: int, n_encoder_layers: int, n_decoder_layers: int, d_ff: int,
-                 dropout: float, max_history: int, n_buckets: int, use_similarity: bool) -> None:
+                 dropout: float, max_history: int, n_buckets: int, use_similarity: bool,
+                 similarity_per_signal: bool = True) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_levels, self.n_signals, self.codebook_size = n_levels, n_signals, codebook_size
         self.d_model, self.max_history = d_model, max_history
         self.n_buckets, self.use_similarity = n_buckets, use_similarity
+        # cosine per signal part of the quantized vector (see bucketize_similarity)
+        self.similarity_parts = n_signals if similarity_per_signal else 1
         # All L*S tables (N x d each) live in one embedding; table (l, s) starts at row
         # (l*S + s)*N.  Encoder and decoder share them (as TIGER's T5 shares its vocabulary).
         self.code_embedding = nn.Embedding(n_levels * n_signals * codebook_size, d_model)
@@ -169,7 +200,7 @@ class SemanticIDGenerator(nn.Module):
             if hist_zq is None or tuple(hist_zq.shape[:2]) != (bsz, seq):
                 raise ValueError(f"use_similarity=True needs hist_zq [B, T, Dz] = [{bsz}, {seq}, "
                                  f"Dz], got {None if hist_zq is None else tuple(hist_zq.shape)}")
-            buckets = bucketize_similarity(hist_zq, self.n_buckets)
+            buckets = bucketize_similarity(hist_zq, self.n_buckets, self.similarity_parts)
         return self.encoder(x, buckets, ~hist_mask.bool())
 
     def _memory_state(self, memory: torch.Tensor, memory_mask: torch.Tensor):
@@ -258,6 +289,73 @@ class SemanticIDGenerator(nn.Module):
 
         return step
 
+    def make_batched_step_fn(self, memory: torch.Tensor, memory_mask: torch.Tensor,
+                             rows_per_chunk: int = 512) -> StepFn:
+        """The step function of :meth:`generate`: the same log-probs as :meth:`make_step_fn`
+        (up to float rounding), shaped for a batch of many users times W beams:
+        users go through the decoder (and head) in chunks of ~``rows_per_chunk`` beams, so a
+        step's activations stay in cache instead of streaming [B*W, d_ff] tensors through
+        memory; the KV cache is kept per position, BOS once per user ([B, 1, d], never
+        copied per beam), later positions gathered by ``parent`` chunk by chunk; only the
+        newest token is embedded. Called out of sequence, it rebuilds the cache from the prefix.
+        """
+        kv, bias = self._memory_state(memory, memory_mask)
+        bsz, n_layers = memory.shape[0], len(self.decoder_layers)
+        # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams
+        state: dict = {"cache": None, "length": -1}
+
+        def run(tokens: torch.Tensor, cache: list, parent: torch.Tensor | None,
+                level: int | None) -> torch.Tensor | None:
+            """Decode one position for every beam (tokens [B, W, d]); appends its k/v to
+            ``cache`` (first reordering it by ``parent``); log-probs [B, W, S, N] at ``level``."""
+            width = tokens.shape[1]
+            users = max(1, rows_per_chunk // width)
+            new_cache = [[[] for _ in range(len(cache[i]) + 1)] for i in range(n_layers)]
+            out = []
+            for lo in range(0, bsz, users):
+                sl = slice(lo, lo + users)
+                x = self.input_dropout(tokens[sl])                          # [c, W, d]
+                for i, layer in enumerate(self.decoder_layers):
+                    past = []
+                    for pos, (k, v) in enumerate(cache[i]):
+                        k, v = k[sl], v[sl]
+                        if parent is not None and k.shape[1] > 1:
+                            index = parent[sl, :, None].expand(-1, -1, k.shape[2])
+                            k, v = k.gather(1, index), v.gather(1, index)
+                        past.append((k, v))
+                        new_cache[i][pos].append((k, v))
+                    x, fresh = layer.step(x, past, kv[i][0][sl], kv[i][1][sl], bias[sl])
+                    new_cache[i][-1].append(fresh)
+                if level is not None:
+                    hidden = self.decoder_norm(x).view(-1, self.d_model)         # [c*W, d]
+                    logits = torch.addmm(self.head_bias[level], hidden, self.head_weight[level].T)
+                    out.append(torch.log_softmax(logits.view(x.shape[0], width, self.n_signals,
+                                                             self.codebook_size), dim=-1))
+            for i in range(n_layers):
+                cache[i] = [tuple(torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+                                  for parts in zip(*chunks)) for chunks in new_cache[i]]
+            if level is None:
+                return None
+            return torch.cat(out, 0) if len(out) > 1 else out[0]
+
+        def step(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+            level = prefix.shape[2]
+            if level > 0 and parent is not None and state["length"] == level:
+                cache = state["cache"]
+                tokens = (self.code_embedding(prefix[:, :, -1] + self.code_offsets[level - 1])
+                          .sum(-2) + self.level_embedding.weight[level])         # [B, W, d]
+            else:                                   # first step, or rebuild from the prefix
+                cache, parent = [[] for _ in range(n_layers)], None
+                tokens = self._decoder_tokens(prefix)                           # [B, W, l+1, d]
+                for pos in range(level):
+                    run(tokens[:, :, pos], cache, None, None)
+                tokens = tokens[:, :, level]
+            log_probs = run(tokens, cache, parent, level)
+            state["cache"], state["length"] = cache, level + 1
+            return log_probs
+
+        return step
+
     @torch.no_grad()
     def generate(self, hist_codes: torch.Tensor, hist_mask: torch.Tensor,
                  hist_zq: torch.Tensor | None, index: PrefixIndex, beam_size: int,
@@ -272,7 +370,7 @@ class SemanticIDGenerator(nn.Module):
             raise ValueError(f"index uses code {index.max_code} >= codebook_size "
                              f"{self.codebook_size}")
         memory = self.encode(hist_codes, hist_mask, hist_zq)
-        step = self.make_step_fn(memory, hist_mask)
+        step = self.make_batched_step_fn(memory, hist_mask)
         return constrained_beam_search(step, index, memory.shape[0], beam_size,
                                        memory.device, topk)
 
