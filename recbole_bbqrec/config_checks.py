@@ -129,6 +129,20 @@ def check_beams(config: dict) -> None:
                               f"cannot rank more items than it keeps. Set {key} >= {top}.")
 
 
+def check_budget(config: dict) -> None:
+    """``time_budget`` is a positive number of minutes (or None); ``budget_clock`` is known."""
+    from recbole_bbqrec.budget import CLOCKS
+
+    minutes = config.get("time_budget")
+    if minutes is not None and (not isinstance(minutes, Real) or isinstance(minutes, bool)
+                                or not math.isfinite(float(minutes)) or minutes <= 0):
+        raise ConfigError(f"time_budget must be a number of minutes > 0 (or None for no "
+                          f"budget), got {minutes!r}.")
+    clock = config.get("budget_clock")
+    if clock is not None and clock not in CLOCKS:
+        raise ConfigError(f"budget_clock must be one of {CLOCKS}, got {clock!r}.")
+
+
 def check_devices(config: dict) -> None:
     """Mixed precision, NaN-check interval, warm-up and torch.distributed keys."""
     from recbole_bbqrec.device import AMP_DTYPES
@@ -157,3 +171,4 @@ def check_config(config: dict) -> None:
     check_validation(config)
     check_beams(config)
     check_devices(config)
+    check_budget(config)

@@ -125,6 +125,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.charge(stage1_cost(record.get("stage1"), trainer.clock.kind))
     # RecBole names checkpoints by the second; parallel runs (Ray, compare --run) need more.
     trainer.saved_model_file = os.path.join(
         trainer.checkpoint_dir, f"{run_label(config)}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pth")
@@ -167,6 +168,9 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         "eval_s": round(eval_s, 2),
         "peak_rss_mb": peak_rss_mb(),
         "checkpoint": trainer.saved_model_file if saved else None,
+        "budget": trainer.budget_summary(),
+        "curve": trainer.curve,
+        "model_diagnostics": model.diagnostics() if hasattr(model, "diagnostics") else {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     record["result_file"] = None if not distributed.is_main(config) else write_result(
@@ -175,6 +179,17 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         raise RunFailedError(f"{record['label']} on {config['dataset']} is not a result: "
                              f"{record['failure']}; recorded as failed in {record['result_file']}.")
     return record
+
+
+def stage1_cost(summary: dict | None, clock: str) -> float:
+    """Seconds of stage 1 that a time budget charges: the CPU seconds its JSON records (also
+    when the IDs were reused), or its wall-clock training time for a wall clock. IDs from
+    before ``cpu_s`` was recorded fall back on ``train_s``."""
+    if not summary:
+        return 0.0
+    if clock == "process" and summary.get("cpu_s") is not None:
+        return float(summary["cpu_s"])
+    return float(summary.get("train_s") or 0.0)
 
 
 def run_label(config) -> str:

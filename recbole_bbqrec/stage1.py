@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from logging import getLogger
 from pathlib import Path
 
@@ -253,6 +254,9 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
     from recbole_bbqrec.tokenizers.trainer import TokenizerTrainer, seed_everything
 
     logger = getLogger()
+    # CPU seconds of the whole stage (ID init included): what a time budget charges for it,
+    # also when the IDs are reused later (equal to wall-clock on an idle core, one thread)
+    cpu_start = time.process_time()
     modalities = params["modalities"]
     n_items = dataset.item_num - 1  # tokenizer rows 0..n-2 <-> internal ids 1..n-1
     masks = {m: dataset.item_features(m)[1][1:] for m in modalities}
@@ -290,6 +294,7 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
         "code_usage": result.code_usage, "valid_metric": result.valid_metric,
         "best_valid": float(result.best_valid), "best_epoch": int(result.best_epoch),
         "epochs_run": int(result.epochs_run), "train_s": round(result.train_seconds, 2),
+        "cpu_s": round(time.process_time() - cpu_start, 2),
         "signal_report": result.signal_report, "decoder_dependence": result.decoder_dependence,
         "history": result.history,
         "files": {k: os.path.basename(v) for k, v in paths.items()},

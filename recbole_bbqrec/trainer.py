@@ -20,6 +20,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_bbqrec.atomic_io import atomic_torch_save
+from recbole_bbqrec.budget import BudgetMixin
 from recbole_bbqrec.config import to_plain
 from recbole_bbqrec.device import device_mixins
 from recbole_bbqrec.distributed import gather_eval_struct
@@ -210,13 +211,14 @@ _SAFE_CLASSES: dict[type, type] = {}
 
 
 def make_safe(trainer_class: type) -> type:
-    """Return ``trainer_class`` with ``SafeCheckpointMixin`` in front (cached per class)."""
+    """Return ``trainer_class`` with ``SafeCheckpointMixin`` (weights-only checkpoints) and
+    ``BudgetMixin`` (time budget, learning curve) in front (cached per class)."""
     if issubclass(trainer_class, SafeCheckpointMixin):
         return trainer_class
     if trainer_class not in _SAFE_CLASSES:
         _SAFE_CLASSES[trainer_class] = type(f"Safe{trainer_class.__name__}",
-                                            (SafeCheckpointMixin, *device_mixins(trainer_class),
-                                             trainer_class), {})
+                                            (SafeCheckpointMixin, BudgetMixin,
+                                             *device_mixins(trainer_class), trainer_class), {})
     return _SAFE_CLASSES[trainer_class]
 
 
@@ -225,7 +227,14 @@ SafeTrainer = make_safe(Trainer)
 
 class BBQRecTrainer(SafeTrainer):
     """Trainer of the generative models: validation decodes with ``valid_beam_size`` (cheaper,
-    run every ``eval_step`` epochs), the test with ``beam_size``."""
+    run every ``eval_step`` epochs), the test with ``beam_size``; the model may give parameter
+    groups their own learning rates (``optimizer_groups``)."""
+
+    def _build_optimizer(self, **kwargs):
+        groups = getattr(self.model, "optimizer_groups", None)
+        if "params" not in kwargs and callable(groups):
+            kwargs["params"] = groups(kwargs.get("learning_rate", self.learning_rate))
+        return super()._build_optimizer(**kwargs)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         self.model.active_beam_size = self.model.valid_beam_size

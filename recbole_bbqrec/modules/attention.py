@@ -26,17 +26,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def bucketize_similarity(zq_hist: torch.Tensor, n_buckets: int) -> torch.Tensor:
+def bucketize_similarity(zq_hist: torch.Tensor, n_buckets: int, n_signals: int = 1) -> torch.Tensor:
     """Cosine similarity of every item pair, discretised into ``n_buckets`` bins.
 
-    zq_hist: [B, T, Dz] quantized item vectors (padding rows may hold anything).
+    zq_hist: [B, T, Dz] quantized item vectors (padding rows may hold anything), the
+    concatenation of ``n_signals`` equal parts (BBQ: [z_id; z_category; z_text]).
+    With several signals each part is normalised before the cosine, which is then the mean
+    of the per-signal cosines: on the raw concatenation the part with the largest norm (text,
+    10x the ID part on Beauty) decides every bucket and the behavior signal is not heard.
     Returns LongTensor [B, T, T] with values in [0, n_buckets).
     """
     if zq_hist.dim() != 3:
         raise ValueError(f"zq_hist must be [B, T, Dz], got shape {tuple(zq_hist.shape)}")
     if n_buckets < 1:
         raise ValueError(f"n_buckets must be >= 1, got {n_buckets}")
-    unit = F.normalize(zq_hist.float(), dim=-1, eps=1e-8)
+    bsz, seq, width = zq_hist.shape
+    if n_signals < 1 or width % n_signals:
+        raise ValueError(f"zq width {width} does not split into n_signals={n_signals} parts")
+    parts = zq_hist.float().view(bsz, seq, n_signals, width // n_signals)
+    unit = F.normalize(parts, dim=-1, eps=1e-8).view(bsz, seq, width) / math.sqrt(n_signals)
     sim = torch.matmul(unit, unit.transpose(1, 2)).clamp_(-1.0, 1.0)  # [B, T, T]
     buckets = torch.floor((sim + 1.0) / 2.0 * n_buckets).long()
     return buckets.clamp_(0, n_buckets - 1)
@@ -141,3 +149,16 @@ class SimilarityEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, buckets if self.enabled else None, key_padding_mask)
         return self.final_norm(x)
+
+
+def similarity_table_summary(encoder: SimilarityEncoder, n_groups: int = 10) -> list[list[float]]:
+    """The learned value scales per layer: the mean of S over d for ``n_groups`` equal ranges
+    of buckets, lowest similarity first (all 1.0 = the layer is still plain attention)."""
+    out = []
+    for layer in encoder.layers:
+        table = layer.attn.sim_embedding
+        if table is None:
+            continue
+        means = table.detach().float().mean(1)                              # [K]
+        out.append([round(float(g.mean()), 4) for g in means.tensor_split(n_groups)])
+    return out

@@ -59,7 +59,9 @@ class BBQRec(SequentialRecommender):
             d_model=self.d_model, n_heads=self.n_heads, n_encoder_layers=self.n_encoder_layers,
             n_decoder_layers=self.n_decoder_layers, d_ff=self.d_ff, dropout=self.dropout_prob,
             max_history=self.max_seq_length, n_buckets=self.n_buckets,
-            use_similarity=self.similarity_attention)
+            use_similarity=self.similarity_attention,
+            similarity_per_signal=config["similarity_per_signal"])
+        self.similarity_lr = config["similarity_lr"]
         if config["inherit_codebooks"]:
             self.generator.inherit_codebooks(self._stage1_codebooks(config, dataset),
                                              seed=config["seed"])
@@ -109,6 +111,27 @@ class BBQRec(SequentialRecommender):
         rows = torch.arange(items.shape[0], device=items.device)[:, None].expand_as(items)
         out[rows[valid], items[valid] + 1] = scores[valid]
         return out
+
+    # ------------------------------------------------------------------ training
+    def optimizer_groups(self, learning_rate: float) -> list[dict]:
+        """Parameter groups for the trainer's optimiser: the similarity tables (SimEmb) get
+        ``similarity_lr``. They start at ones and their gradient is a product of attention
+        weights and values, so at the shared rate they barely leave 1 in a short run and the
+        layer stays plain attention."""
+        tables = [p for n, p in self.named_parameters() if n.endswith("sim_embedding")]
+        others = [p for n, p in self.named_parameters() if not n.endswith("sim_embedding")]
+        groups = [{"params": others}]
+        if tables:
+            groups.append({"params": tables, "lr": self.similarity_lr or learning_rate})
+        return groups
+
+    def diagnostics(self) -> dict:
+        """Learned state worth reporting (results JSON ``model_diagnostics``)."""
+        from recbole_bbqrec.modules.attention import similarity_table_summary
+
+        if not self.similarity_attention:
+            return {}
+        return {"similarity_scale_by_bucket_decile": similarity_table_summary(self.generator.encoder)}
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_meta(self) -> dict:
