@@ -3,6 +3,7 @@
     python run_hyper.py --dataset=ml-100k --model=SASRec --space properties/hyper/sasrec_tiny.yaml --epochs 1
     python run_hyper.py --dataset=Beauty --model=BBQRec --space properties/hyper/bbqrec_lndk.yaml
     python run_hyper.py ... --address auto          # an existing Ray cluster (or ray://host:10001)
+    python run_hyper.py ... --address auto --gpus_per_trial 0.5   # two trials per GPU
     python run_hyper.py ... --resume                # continue an interrupted search in --output_dir
 
 Every other ``--key=value`` is a config key shared by all trials (as for run_recbole_bbqrec.py).
@@ -30,6 +31,9 @@ def parse_args(argv):
                         help="samples of the space (grid keys: repeats of the whole grid)")
     parser.add_argument("--max_concurrent", type=int, default=None, help="trials at once")
     parser.add_argument("--cpus_per_trial", type=float, default=1)
+    parser.add_argument("--gpus_per_trial", type=float, default=0,
+                        help="GPUs per trial, fractions share a card (0.5: two trials per GPU); "
+                             "each trial trains on the GPU Ray assigns; 0: CPU only")
     parser.add_argument("--num_cpus", type=int, default=None, help="local Ray CPUs (all)")
     parser.add_argument("--output_dir", default=None, help="default ray_results/<name>")
     parser.add_argument("--resume", action="store_true", help="resume the search in output_dir")
@@ -56,6 +60,7 @@ def main(argv=None) -> dict:
         num_samples=args.num_samples, max_concurrent=args.max_concurrent,
         output_dir=args.output_dir, address=args.address, resume=args.resume,
         epochs=args.epochs, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus,
+        gpus_per_trial=args.gpus_per_trial,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor,
         scheduler=args.scheduler, max_failures=args.max_failures, verbose=args.verbose)
     best = summary["best"]

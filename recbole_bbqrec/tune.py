@@ -10,6 +10,11 @@ ASHA can stop weak trials early; a trial that trains to the end also reports its
 The output folder (Ray's experiment folder) receives ``trials.csv`` (one row per trial, errors
 included), ``sweep.png`` (best validation NDCG@10 against each searched key) and
 ``sweep.json`` (what ran and where, read by ``report.py``).
+
+GPUs: ``gpus_per_trial`` (fractions share a card: 0.25 runs four trials per GPU) is asked of
+Ray with the CPUs; each trial then trains on the GPU Ray assigned to it (``ray.get_gpu_ids()``
+becomes RecBole's ``gpu_id``), and a trial given no GPU trains on the CPU even on a GPU node,
+so it never takes a card Ray handed to another trial.
 """
 
 from __future__ import annotations
@@ -114,6 +119,31 @@ def load_space(path: str) -> SearchSpace:
     return SearchSpace(path, params, fixed, one_at_a_time)
 
 
+# --- resources and devices ----------------------------------------------------------------
+DEVICE_KEYS = ("use_gpu", "gpu_id")
+
+
+def trial_resources(cpus_per_trial: float, gpus_per_trial: float = 0) -> dict:
+    """What each trial asks Ray for: CPUs, plus a (possibly fractional) GPU share."""
+    if cpus_per_trial <= 0:
+        raise ValueError(f"cpus_per_trial must be > 0, got {cpus_per_trial}")
+    if gpus_per_trial < 0:
+        raise ValueError(f"gpus_per_trial must be >= 0, got {gpus_per_trial}")
+    resources = {"cpu": cpus_per_trial}
+    if gpus_per_trial:
+        resources["gpu"] = gpus_per_trial
+    return resources
+
+
+def trial_device_keys(gpu_ids, gpus_per_trial: float = 0) -> dict:
+    """RecBole's device keys for a trial Ray gave ``gpu_ids`` (``ray.get_gpu_ids()``): that
+    GPU, or the CPU when the trial asked for none or got none."""
+    ids = [str(i) for i in (gpu_ids or [])]
+    if gpus_per_trial and ids:
+        return {"use_gpu": True, "gpu_id": ",".join(ids)}
+    return {"use_gpu": False, "gpu_id": ""}
+
+
 # --- one trial (runs inside a Ray worker) ---------------------------------------------------
 def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
     """Train one configuration; call ``report(metrics)`` after each validation round.
@@ -133,8 +163,12 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
     report = report or (lambda metrics: None)
     torch.set_num_threads(max(1, int(setup.get("cpus", 1))))
     config_dict = {**setup["config_dict"], **trial_params(trial_config)}
+    argv = setup["argv"]
+    if "gpu_ids" in setup:  # inside Ray: the device is the one Ray assigned
+        config_dict.update(trial_device_keys(setup["gpu_ids"], setup.get("gpus", 0)))
+        argv = [a for a in argv if not a.startswith(tuple(f"--{k}=" for k in DEVICE_KEYS))]
     config = build_config(setup["model"], setup["dataset"], setup["config_file_list"],
-                          config_dict, setup["argv"])
+                          config_dict, argv)
     init_seed_and_determinism(config["seed"], config["reproducibility"])
     init_logger(config)
     disable_anomaly_detection()  # Ray workers import RecBole on their own
@@ -178,9 +212,11 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
 
 def ray_trainable(trial_config: dict, setup: dict | None = None) -> None:
     """Ray Tune function trainable: ``run_trial`` reporting through ``session.report``."""
+    import ray
     from ray.air import session
 
     setup = dict(setup)
+    setup["gpu_ids"] = ray.get_gpu_ids()  # the GPU(s) Ray assigned to this trial, or []
     trial_id = session.get_trial_id()
     setup["checkpoint_file"] = os.path.join(setup["trial_checkpoint_dir"],
                                             f"{setup['model']}-{trial_id}.pth")
@@ -249,7 +285,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
 def run_search(model, dataset, space_path, config_file_list=None, config_dict=None, argv=None,
                num_samples=1, max_concurrent=None, output_dir=None, address=None,
                resume=False, epochs=None, cpus_per_trial=1, num_cpus=None, grace_period=1,
-               reduction_factor=3, scheduler="asha", max_failures=0, verbose=1) -> dict:
+               reduction_factor=3, scheduler="asha", max_failures=0, verbose=1,
+               gpus_per_trial=0) -> dict:
     """Run (or resume) a search; write trials.csv, sweep.png, sweep.json; return the summary."""
     from ray import air, tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -259,11 +296,12 @@ def run_search(model, dataset, space_path, config_file_list=None, config_dict=No
     output_dir = os.path.abspath(output_dir or os.path.join("ray_results", name))
     setup = prepare_setup(model, dataset, space, config_file_list, config_dict, argv, epochs,
                           output_dir)
-    setup["cpus"] = cpus_per_trial
+    resources = trial_resources(cpus_per_trial, gpus_per_trial)
+    setup["cpus"], setup["gpus"] = cpus_per_trial, gpus_per_trial
     started = init_ray(address, num_cpus, verbose=verbose > 0)
     try:
         trainable = tune.with_resources(tune.with_parameters(ray_trainable, setup=setup),
-                                        {"cpu": cpus_per_trial})
+                                        resources)
         if resume:
             if not os.path.isdir(output_dir):
                 raise FileNotFoundError(f"--resume: no experiment at {output_dir}")

@@ -129,3 +129,75 @@ def test_invalid_trial_fails_alone_and_resume_keeps_finished_ones(local_ray, ml1
     again = read_csv(out / "trials.csv")
     assert [(r["n_heads"], r["status"]) for r in again] == [("3", "ERROR"), ("1", "COMPLETED")]
     assert again[1]["ndcg@10"] == rows[1]["ndcg@10"] and again[1]["path"] == rows[1]["path"]
+
+
+# --- GPUs on a Ray cluster (resource request and device choice; no GPU needed) -----------------
+def test_trials_ask_ray_for_cpus_and_a_gpu_share():
+    from recbole_bbqrec.tune import trial_resources
+
+    assert trial_resources(1) == {"cpu": 1}  # CPU-only search: no GPU key at all
+    assert trial_resources(4, 0.25) == {"cpu": 4, "gpu": 0.25}  # four trials per card
+    with pytest.raises(ValueError, match="gpus_per_trial"):
+        trial_resources(1, -1)
+
+
+def test_a_trial_trains_on_the_gpu_ray_assigned_else_on_the_cpu():
+    from recbole_bbqrec.tune import trial_device_keys
+
+    assert trial_device_keys(["3"], 0.5) == {"use_gpu": True, "gpu_id": "3"}
+    assert trial_device_keys([2, 5], 2) == {"use_gpu": True, "gpu_id": "2,5"}
+    assert trial_device_keys([], 0) == {"use_gpu": False, "gpu_id": ""}
+    assert trial_device_keys(["0"], 0) == {"use_gpu": False, "gpu_id": ""}  # asked for none
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_run_search_passes_the_gpu_share_to_ray(ml100k_root, tmp_path, monkeypatch):
+    import ray.tune
+
+    asked = {}
+
+    def with_resources(trainable, resources):
+        asked.update(resources)
+        raise _Stop
+
+    monkeypatch.setattr(bbq_tune, "init_ray", lambda *a, **k: False)
+    monkeypatch.setattr(ray.tune, "with_resources", with_resources)
+    spec = importlib.util.spec_from_file_location("run_hyper", os.path.join(REPO, "run_hyper.py"))
+    run_hyper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_hyper)
+    with pytest.raises(_Stop):
+        run_hyper.main(["--dataset=ml-100k", "--model=SASRec", "--space",
+                        os.path.join(HYPER, "sasrec_tiny.yaml"), "--gpus_per_trial", "0.5",
+                        "--cpus_per_trial", "2", "--address", "auto", "--output_dir",
+                        str(tmp_path / "out"), f"--data_path={ml100k_root}"])
+    assert asked == {"cpu": 2, "gpu": 0.5}
+
+
+def test_inside_ray_the_trial_config_gets_the_assigned_gpu(monkeypatch):
+    import ray
+    from ray.air import session
+
+    seen, real_run_trial = {}, bbq_tune.run_trial
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: ["1"])
+    monkeypatch.setattr(session, "get_trial_id", lambda: "t0")
+    monkeypatch.setattr(bbq_tune, "run_trial",
+                        lambda trial, setup, report=None: seen.update(setup=setup))
+    setup = {"model": "SASRec", "dataset": "ml-100k", "config_file_list": [], "argv": [],
+             "config_dict": {}, "trial_checkpoint_dir": "/tmp", "gpus": 0.5}
+    bbq_tune.ray_trainable({}, setup)
+    assert seen["setup"]["gpu_ids"] == ["1"]
+
+    def build_config(model, dataset, files, config_dict, argv):
+        seen.update(config_dict=config_dict, argv=argv)
+        raise _Stop
+
+    import recbole_bbqrec.quick_start as quick_start
+
+    monkeypatch.setattr(quick_start, "build_config", build_config)
+    with pytest.raises(_Stop):  # the command line's device keys give way to Ray's choice
+        real_run_trial({}, {**seen["setup"], "argv": ["--gpu_id=0", "--epochs=1"]})
+    assert seen["config_dict"]["gpu_id"] == "1" and seen["config_dict"]["use_gpu"] is True
+    assert seen["argv"] == ["--epochs=1"]
