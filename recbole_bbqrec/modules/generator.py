@@ -290,7 +290,7 @@ class SemanticIDGenerator(nn.Module):
         return step
 
     def make_batched_step_fn(self, memory: torch.Tensor, memory_mask: torch.Tensor,
-                             rows_per_chunk: int = 512) -> StepFn:
+                             rows_per_chunk: int | None = None) -> StepFn:
         """The step function of :meth:`generate`: the same log-probs as :meth:`make_step_fn`
         (up to float rounding), shaped for a batch of many users times W beams:
         users go through the decoder (and head) in chunks of ~``rows_per_chunk`` beams, so a
@@ -298,7 +298,10 @@ class SemanticIDGenerator(nn.Module):
         memory; the KV cache is kept per position, BOS once per user ([B, 1, d], never
         copied per beam), later positions gathered by ``parent`` chunk by chunk; only the
         newest token is embedded. Called out of sequence, it rebuilds the cache from the prefix.
+        ``rows_per_chunk`` defaults to 512 per intra-op thread (each op keeps every thread busy).
         """
+        if rows_per_chunk is None:
+            rows_per_chunk = 512 * torch.get_num_threads()
         kv, bias = self._memory_state(memory, memory_mask)
         bsz, n_layers = memory.shape[0], len(self.decoder_layers)
         # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams
@@ -331,7 +334,7 @@ class SemanticIDGenerator(nn.Module):
                     logits = torch.addmm(self.head_bias[level], hidden, self.head_weight[level].T)
                     out.append(torch.log_softmax(logits.view(x.shape[0], width, self.n_signals,
                                                              self.codebook_size), dim=-1))
-            for i in range(n_layers):
+            for i in range(n_layers if level != self.n_levels - 1 else 0):  # none after the last
                 cache[i] = [tuple(torch.cat(parts, 0) if len(parts) > 1 else parts[0]
                                   for parts in zip(*chunks)) for chunks in new_cache[i]]
             if level is None:
