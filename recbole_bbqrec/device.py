@@ -161,7 +161,8 @@ class FastTrainEpochMixin:
             is_tuple = isinstance(losses, tuple)
             parts = losses if is_tuple else (losses,)
             loss = sum(parts)
-            step_losses = torch.stack([p.detach().float() for p in parts])  # stays on device
+            # stays on device; sum(): some losses are [1], not scalars (RecBole's Pop)
+            step_losses = torch.stack([p.detach().float().sum() for p in parts])
             total = step_losses if total is None else total + step_losses
             self._check_nan(loss)  # on-device flag, read every nan_check_steps steps
             scaler.scale(loss + sync_loss).backward()

@@ -155,6 +155,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     test_result = trainer.evaluate(test_data, load_best_model=saved,
                                    show_progress=config["show_progress"])
     eval_s = time.time() - t0
+    beams = beam_diagnostics(config, model, test_data)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
@@ -171,6 +172,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         "budget": trainer.budget_summary(),
         "curve": trainer.curve,
         "model_diagnostics": model.diagnostics() if hasattr(model, "diagnostics") else {},
+        "beam_diagnostics": beams,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     record["result_file"] = None if not distributed.is_main(config) else write_result(
@@ -179,6 +181,17 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         raise RunFailedError(f"{record['label']} on {config['dataset']} is not a result: "
                              f"{record['failure']}; recorded as failed in {record['result_file']}.")
     return record
+
+
+def beam_diagnostics(config, model, test_data) -> dict:
+    """Generative models: per decoding step, the share of test users whose target prefix is
+    still in the test beam (``beam_diagnostics_users`` users; 0 = skip)."""
+    users = config["beam_diagnostics_users"]
+    if not users or not hasattr(model, "prefix_index"):
+        return {}
+    from recbole_bbqrec.beam_diagnostics import beam_report
+
+    return beam_report(model, test_data, model.beam_size, int(users))
 
 
 def stage1_cost(summary: dict | None, clock: str) -> float:

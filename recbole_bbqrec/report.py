@@ -5,6 +5,7 @@ Sections (each table or figure is followed by the files and commands that produc
 missing piece becomes a line naming the command that produces it):
 
 - overall comparison in the paper's Table-2 layout, plus the per-run table (``compare.py``);
+- equal-budget comparisons (``budget_compare.py``): table, learning curves, learned SimEmb;
 - ablations: runs whose ``run_tag`` starts with ``ablation-``, against the full target model;
 - stage-1 codebook statistics (``results/<dataset>/stage1-*.json``) and speed measurements
   (``results/<dataset>/bench-*.json``): any JSON list of dicts (or one dict) becomes a table;
@@ -87,6 +88,37 @@ def overall_section(records: list[dict], dataset: str, target: str, out_dir: str
     text += compare.table2_markdown(table) + "\n\n"
     text += "### Every run (newest per label)\n\n" + compare.to_markdown(header, rows) + "\n\n"
     return text + _sources(chosen, out_dir) + "\n"
+
+
+def equal_budget_section(records: list[dict], dataset: str, results_dir: str,
+                         out_dir: str) -> str:
+    """The equal-budget comparisons (``budget_compare``): their tables, curves and what the
+    similarity tables of the target learned there."""
+    head = "## Equal budget (same minutes per model, stage 1 included)
+
+"
+    tables = sorted(glob.glob(os.path.join(results_dir, dataset, "budget*m.md")))
+    if not tables:
+        return head + (f"None yet: `python -m recbole_bbqrec.budget_compare --dataset={dataset} "
+                       f"--minutes=20` trains SASRec, TIGER and BBQRec for 20 minutes each.\n")
+    parts = [head]
+    for path in tables:
+        tag = os.path.basename(path)[:-3]
+        with open(path, encoding="utf-8") as f:
+            body = f.read().split("\n", 1)[1].strip()  # its own title becomes ours
+        parts.append(f"### {tag}\n\n{body}\n")
+        png = os.path.join(out_dir, f"{dataset}-{tag}.png")
+        if os.path.isfile(png):
+            parts.append(f"![validation NDCG@10 against charged minutes]({_rel(png, out_dir)})\n")
+        for r in records:
+            scales = (r.get("model_diagnostics") or {}).get("similarity_scale_by_bucket_decile")
+            if scales and str((r.get("config") or {}).get("run_tag", "")).startswith(tag):
+                rows = [[f"layer {i}", *[f"{v:.3f}" for v in layer]] for i, layer in enumerate(scales)]
+                header = ["SimEmb mean", *[f"sim decile {d}" for d in range(1, len(scales[0]) + 1)]]
+                parts.append(f"Learned value scales of {compare.label_of(r)} (1.0 everywhere = "
+                             f"plain attention; decile 1 = least similar item pairs):\n\n"
+                             + compare.to_markdown(header, rows) + "\n")
+    return "\n".join(parts)
 
 
 def budget_of(record: dict) -> str:
@@ -264,6 +296,7 @@ def build_report(dataset: str, results_dir: str = "results", out_dir: str = "rep
         skipped_section(scan),
         protocol_section(records),
         overall_section(records, dataset, target, out_dir),
+        equal_budget_section(records, dataset, results_dir, out_dir),
         ablation_section(records, dataset, target, out_dir),
         json_tables_section("Stage-1 semantic IDs: collisions and codebook use", "stage1-*.json",
                             folder, out_dir, f"They are written by stage 1 (`python "

@@ -51,6 +51,18 @@ def test_bbqrec_one_epoch_through_recbole_evaluator(bbqrec_record):
     assert record["test"]["recall@10"] > 2 * random_recall_at_10(record), record["test"]
 
 
+def test_beam_diagnostics_follow_the_target_prefix_down_the_beam(bbqrec_record):
+    beams = bbqrec_record["beam_diagnostics"]
+    kept = beams["target_prefix_kept_per_step"]
+    assert beams["beam"] == TINY_GENERATIVE["beam_size"] and len(kept) == 3
+    # a prefix that left the beam never comes back: the shares can only fall
+    assert all(a >= b for a, b in zip(kept, kept[1:])) and kept[0] > 0
+    # every ml-100k user is tracked, so the last step is recall at the full beam, which
+    # cannot be below the recall@10 RecBole computed from the same beams (beam = 10 here)
+    assert beams["users"] == 943
+    assert beams["recall_at_beam"] == pytest.approx(bbqrec_record["test"]["recall@10"], abs=1e-3)
+
+
 def test_unchanged_stage1_config_reuses_ids_and_changed_one_retrains(bbqrec_record, ml100k_root,
                                                                       tmp_path):
     again = run(model="BBQRec", dataset="ml-100k",

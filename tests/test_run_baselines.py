@@ -44,6 +44,14 @@ def test_one_epoch_sasrec_on_ml100k_is_evaluated_by_recbole(sasrec_record):
     assert on_disk["peak_rss_mb"] > 0
 
 
+def test_pop_whose_loss_is_a_one_element_vector_trains_and_is_evaluated(ml100k_root, tmp_path):
+    # RecBole's Pop returns a [1] loss, not a scalar: the training loop must take both
+    config = {"epochs": 1, "show_progress": False, "state": "WARNING", "data_path": ml100k_root,
+              "checkpoint_dir": str(tmp_path / "saved"), "results_dir": str(tmp_path / "results")}
+    record = run(model="Pop", dataset="ml-100k", config_dict=config)
+    assert 0.0 < record["test"]["recall@10"] < 0.2 and record["epochs_trained"] == 1
+
+
 def test_checkpoint_is_weights_only_loadable(sasrec_record):
     checkpoint = torch.load(sasrec_record["checkpoint"], weights_only=True)
     assert checkpoint["config"]["model"] == "SASRec"

@@ -62,6 +62,7 @@ class BBQRec(SequentialRecommender):
             use_similarity=self.similarity_attention,
             similarity_per_signal=config["similarity_per_signal"])
         self.similarity_lr = config["similarity_lr"]
+        self.label_smoothing = float(config["label_smoothing"] or 0.0)
         if config["inherit_codebooks"]:
             self.generator.inherit_codebooks(self._stage1_codebooks(config, dataset),
                                              seed=config["seed"])
@@ -92,7 +93,7 @@ class BBQRec(SequentialRecommender):
     def calculate_loss(self, interaction):
         hist = self._history(interaction)
         target_codes = self.item_codes[interaction[self.POS_ITEM_ID]]  # [B, L, S]
-        return self.generator.loss(*hist, target_codes)
+        return self.generator.loss(*hist, target_codes, self.label_smoothing)
 
     def predict(self, interaction):
         """Log-likelihood of the given item's semantic ID for each user: [B]."""
