@@ -94,9 +94,7 @@ def equal_budget_section(records: list[dict], dataset: str, results_dir: str,
                          out_dir: str) -> str:
     """The equal-budget comparisons (``budget_compare``): their tables, curves and what the
     similarity tables of the target learned there."""
-    head = "## Equal budget (same minutes per model, stage 1 included)
-
-"
+    head = "## Equal budget (same minutes per model, stage 1 included)\n\n"
     tables = sorted(glob.glob(os.path.join(results_dir, dataset, "budget*m.md")))
     if not tables:
         return head + (f"None yet: `python -m recbole_bbqrec.budget_compare --dataset={dataset} "

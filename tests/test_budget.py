@@ -107,6 +107,12 @@ def test_the_comparison_finds_its_runs_and_writes_table_and_curves(budget_runs):
         assert r["label"] in text and r["command"] in text
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the dataset report embeds the table and links the curves
+    from recbole_bbqrec.report import equal_budget_section
+
+    section = equal_budget_section(found, "ml-100k", str(root / "results"), str(root / "reports"))
+    assert f"### {tag}" in section and f"SASRec-{tag}" in section
+    assert f"(ml-100k-{tag}.png)" in section
 
 
 def test_comparison_commands_tag_every_run_and_give_each_one_thread():
