@@ -138,6 +138,12 @@ def check_budget(config: dict) -> None:
                                 or not math.isfinite(float(minutes)) or minutes <= 0):
         raise ConfigError(f"time_budget must be a number of minutes > 0 (or None for no "
                           f"budget), got {minutes!r}.")
+    nproc = config.get("nproc")
+    if minutes is not None and isinstance(nproc, int) and nproc > 1:
+        # each rank would stop at its own batch and the others wait in an all-reduce until
+        # ddp_timeout: the stop decision is not yet broadcast from rank 0
+        raise ConfigError("time_budget is not supported with nproc > 1 yet; run the budget "
+                          "comparison in one process per model.")
     clock = config.get("budget_clock")
     if clock is not None and clock not in CLOCKS:
         raise ConfigError(f"budget_clock must be one of {CLOCKS}, got {clock!r}.")

@@ -123,3 +123,8 @@ def test_comparison_commands_tag_every_run_and_give_each_one_thread():
     for _, argv in runs:
         assert "--time_budget=20" in argv and "--torch_threads=1" in argv and "--seed=3" in argv
     assert "--signals=['text']" in runs[2][1] and "--run_tag=budget20m-no_id" in runs[2][1]
+
+
+def test_a_budget_under_ddp_is_refused_before_any_work(tiny_run_config):
+    with pytest.raises(ConfigError, match="nproc"):
+        run("SASRec", "ml-100k", config_dict=dict(tiny_run_config, time_budget=1, nproc=2))
