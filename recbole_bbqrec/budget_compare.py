@@ -43,13 +43,15 @@ def budget_tag(minutes: float) -> str:
 
 def variant_flags(dataset: str, names: list[str], files: list[str], extra: list[str]) -> dict:
     """BBQRec ablation variants (``properties/ablations.yaml``) -> {name: [--key=value ...]}."""
-    from recbole_bbqrec.ablation import (_flag, base_config, dataset_modalities, expand_variants,
+    from recbole_bbqrec.ablation import (base_config, dataset_modalities, expand_variants,
                                          full_signals, load_variant_specs, select_variants)
 
     config = base_config("BBQRec", dataset, files, None, extra)
     signals = full_signals(config, dataset_modalities(config))
     chosen = select_variants(expand_variants(load_variant_specs(), signals), names)
-    return {v.name: [_flag(k, val) for k, val in v.config.items()] for v in chosen}
+    # argv goes to the run without a shell: no quotes around values (a list is its repr)
+    return {v.name: [f"--{k}={val!r}" if isinstance(val, (list, tuple, dict)) else f"--{k}={val}"
+                     for k, val in v.config.items()] for v in chosen}
 
 
 def run_commands(dataset: str, minutes: float, models, variants: dict, files, extra,

@@ -128,3 +128,10 @@ def test_comparison_commands_tag_every_run_and_give_each_one_thread():
 def test_a_budget_under_ddp_is_refused_before_any_work(tiny_run_config):
     with pytest.raises(ConfigError, match="nproc"):
         run("SASRec", "ml-100k", config_dict=dict(tiny_run_config, time_budget=1, nproc=2))
+
+
+def test_variant_flags_reach_the_run_unquoted(ml100k_root):
+    from recbole_bbqrec.budget_compare import variant_flags
+
+    flags = variant_flags("ml-100k", ["no_id"], [], [f"--data_path={ml100k_root}"])
+    assert flags == {"no_id": ["--signals=['text']"]}  # no shell: quotes would stay in the value
