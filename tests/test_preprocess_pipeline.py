@@ -145,7 +145,8 @@ def test_cli_prints_stats_as_last_line(tmp_path, capsys):
     for key in ("users", "items", "interactions", "coverage", "dropped_malformed_lines", "text_model"):
         assert key in stats
 
-    assert cli_main(["--dataset", "Nope", "--raw_dir", str(tmp_path / "none"), "--text_model", "hash:8"]) == 2
+    assert cli_main(["--dataset", "Nope", "--raw_dir", str(tmp_path / "none"), "--text_model", "hash:8",
+                     "--out_dir", str(tmp_path / "out")]) == 2  # never the checkout's dataset/
     assert "Nope.seq.txt" in capsys.readouterr().err
 
 
