@@ -45,8 +45,8 @@ def capacity_assign(dist: torch.Tensor, capacity: int) -> torch.Tensor:
         order = torch.argsort(dist.gather(1, codes[:, None]).squeeze(1))        # nearest first
         by_code = torch.argsort(codes[order], stable=True)                      # grouped by code
         grouped = codes[order][by_code]
-        starts = torch.cumsum(torch.bincount(grouped, minlength=n_codes), 0)
-        rank = torch.arange(n) - (starts - torch.bincount(grouped, minlength=n_codes))[grouped]
+        counts = torch.bincount(grouped, minlength=n_codes)
+        rank = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[grouped]  # place in its code
         over = order[by_code[rank >= capacity]]
         if over.numel() == 0:
             return codes

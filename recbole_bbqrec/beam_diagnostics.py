@@ -54,10 +54,10 @@ def beam_report(model, eval_data, beam_size: int, max_users: int) -> dict:
     tries = prefix_tries(codes.cpu())
     kept, seen = [], 0
     for batch in eval_data:
-        interaction = batch[0] if isinstance(batch, (tuple, list)) else batch
-        interaction = interaction.to(model.item_codes.device)
         if seen >= max_users:
             break
+        interaction = batch[0] if isinstance(batch, (tuple, list)) else batch
+        interaction = interaction.to(model.item_codes.device)
         take = min(max_users - seen, len(interaction))
         hist_codes, hist_mask, hist_zq = model._history(interaction)
         hist_codes, hist_mask = hist_codes[:take], hist_mask[:take]

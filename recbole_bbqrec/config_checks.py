@@ -139,7 +139,7 @@ def check_budget(config: dict) -> None:
         raise ConfigError(f"time_budget must be a number of minutes > 0 (or None for no "
                           f"budget), got {minutes!r}.")
     nproc = config.get("nproc")
-    if minutes is not None and isinstance(nproc, int) and nproc > 1:
+    if minutes is not None and _is_int(nproc) and nproc > 1:
         # each rank would stop at its own batch and the others wait in an all-reduce until
         # ddp_timeout: the stop decision is not yet broadcast from rank 0
         raise ConfigError("time_budget is not supported with nproc > 1 yet; run the budget "
