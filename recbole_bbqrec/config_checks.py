@@ -93,6 +93,26 @@ def check_rates(config: dict) -> None:
             raise ConfigError(f"{key} must be a finite number > 0, got {value!r}.")
 
 
+ID_LAYOUTS = ("tuple", "flat")  # the model's id_layout values (checked here, before any work)
+
+
+def check_stage_choices(config: dict) -> None:
+    """The generator's ID layout is known; the stage-1 usage term has a usable weight and
+    temperature (before any stage-1 work is spent)."""
+    layout = config.get("id_layout")
+    if layout is not None and layout not in ID_LAYOUTS:
+        raise ConfigError(f"id_layout must be one of {ID_LAYOUTS}, got {layout!r}.")
+    for key, low, strict in (("code_usage_weight", 0.0, False), ("code_usage_temperature", 0.0, True)):
+        value = config.get(key)
+        if value is None:
+            continue
+        bad = (not isinstance(value, Real) or isinstance(value, bool)
+               or not math.isfinite(float(value)) or value < low or (strict and value == low))
+        if bad:
+            raise ConfigError(f"{key} must be a finite number {'>' if strict else '>='} {low:g}, "
+                              f"got {value!r}.")
+
+
 def max_topk(config: dict) -> int | None:
     topk = config.get("topk")
     if _is_int(topk):
@@ -176,5 +196,6 @@ def check_config(config: dict) -> None:
     check_rates(config)
     check_validation(config)
     check_beams(config)
+    check_stage_choices(config)
     check_devices(config)
     check_budget(config)

@@ -36,6 +36,9 @@ STAGE1_KEYS = (
     "tokenizer_valid_users", "signal_norm", "recon_from_z", "club_hidden", "club_lr",
     "whiteness_weight", "club_learned_variance",
 )
+# Keys added after IDs were first cached, with the value that reproduces the older behaviour:
+# hashed only when set to something else, so the IDs cached before them stay valid.
+STAGE1_KEYS_ADDED = {"code_usage_weight": 0.0, "code_usage_temperature": 0.1}
 ID_INITS = ("cooc", "checkpoint", "random")
 TOKENIZERS = ("bbq", "tiger", "letter")
 # How feature matrices are scaled before stage 1 (part of the cache key: changing it retrains).
@@ -90,6 +93,8 @@ def stage1_identity(config, dataset) -> tuple[str, dict]:
         raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {config['tokenizer']!r}")
     modalities = stage1_modalities(config, dataset)
     params = {key: config[key] for key in STAGE1_KEYS}
+    params.update({key: config[key] for key, old in STAGE1_KEYS_ADDED.items()
+                   if config["code_usage_weight"] and config[key] != old})
     params["modalities"] = modalities
     params["feature_scaling"] = FEATURE_SCALING
     params["dataset"] = dataset.dataset_name
@@ -134,7 +139,9 @@ def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=No
                             id_init=id_init, signal_norm=config["signal_norm"],
                             recon_from_z=config["recon_from_z"], club_hidden=config["club_hidden"],
                             club_learned_variance=config["club_learned_variance"],
-                            whiteness_weight=config["whiteness_weight"], **common)
+                            whiteness_weight=config["whiteness_weight"],
+                            usage_weight=config["code_usage_weight"],
+                            usage_temperature=config["code_usage_temperature"], **common)
     (modality, dim), = dims.items()
     if kind == "tiger":
         return RQVAETokenizer(n_items, dim, modality=modality, **common)

@@ -139,6 +139,18 @@ def test_full_sort_predict_scores_only_beam_items(bbqrec_record, ml100k_root, tm
     assert torch.allclose(best_ll, scores.max(1).values, atol=1e-4)
 
 
+def test_flat_layout_decodes_the_same_codes_as_single_steps(bbqrec_record, ml100k_root, tmp_path):
+    record = run(model="BBQRec", dataset="ml-100k",
+                 config_dict=tiny(ml100k_root, tmp_path, id_layout="flat"))
+    # the same stage-1 IDs (reused by hash), decoded as L*S = 6 single codes
+    assert record["stage1"]["reused"] and record["stage1"]["hash"] == bbqrec_record["stage1"]["hash"]
+    assert len(record["beam_diagnostics"]["target_prefix_kept_per_step"]) == 6
+    assert record["test"]["recall@10"] > 2 * random_recall_at_10(record), record["test"]
+    with pytest.raises(ValueError, match="id_layout"):
+        run(model="BBQRec", dataset="ml-100k",
+            config_dict=tiny(ml100k_root, tmp_path, id_layout="interleaved"))
+
+
 def test_tiger_runs_on_the_same_generator(ml100k_root, tmp_path):
     # N=64: with 1,349 items and a barely trained RQ-VAE, N=32 can exhaust a prefix's codes.
     record = run(model="TIGER", dataset="ml-100k",

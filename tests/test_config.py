@@ -118,6 +118,9 @@ def test_duplicate_argv_with_different_values_is_an_error():
     (["--eval_step=0"], "eval_step must be an integer >= 1"),
     (["--run_tag=../../etc"], "run_tag='../../etc' cannot be used"),
     (["--run_tag=a/b"], "run_tag='a/b' cannot be used"),
+    (["--id_layout=interleaved"], "id_layout must be one of ('tuple', 'flat')"),
+    (["--code_usage_weight=-1"], "code_usage_weight must be a finite number >= 0"),
+    (["--code_usage_temperature=0"], "code_usage_temperature must be a finite number > 0"),
 ])
 def test_impossible_values_are_refused_before_any_work(argv, match):
     with pytest.raises(ConfigError, match=re.escape(match)):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -129,3 +131,28 @@ def test_dead_code_reseeding_revives_unused_codes():
     assert float(rq.usage_counts.sum()) == 0  # window restarts
     assert rq.code_usage(x)[0] > 0.5
     assert float(rq(x).quant_error) < err_before
+
+
+def test_usage_balance_is_zero_for_uniform_use_and_its_gradient_spreads_codes():
+    from recbole_bbqrec.modules.quantizer import usage_balance
+
+    torch.manual_seed(0)
+    # every point equally far from every code: the soft usage is uniform, the term is 0
+    assert float(usage_balance(torch.ones(8, 2, 16))) == pytest.approx(0.0, abs=1e-6)
+    # all points sit on code 0: the term is near its maximum log N at a sharp temperature
+    books = torch.randn(16, 4)
+    x = books[0].repeat(32, 1) + 0.01 * torch.randn(32, 4)
+    x.requires_grad_(True)
+    dist = ((x[:, None] - books[None]) ** 2).sum(-1)[:, None]  # [B, 1, N]
+    crowded = usage_balance(dist, temperature_scale=0.05)
+    assert crowded.item() > 0.5 * math.log(16)
+    # one gradient step on the points lowers it (they move off the crowded code)
+    crowded.backward()
+    with torch.no_grad():
+        moved = x - 0.5 * x.grad
+    after = usage_balance(((moved[:, None] - books[None]) ** 2).sum(-1)[:, None], 0.05)
+    assert float(after) < crowded.item()
+    with pytest.raises(ValueError, match="temperature_scale"):
+        usage_balance(dist, temperature_scale=0.0)
+    with pytest.raises(ValueError, match=r"\[B, L, N\]"):
+        usage_balance(dist[:, 0])

@@ -129,15 +129,19 @@ class SemanticIDGenerator(nn.Module):
     def __init__(self, n_levels: int, n_signals: int, codebook_size: int, d_model: int,
                  n_heads: int, n_encoder_layers: int, n_decoder_layers: int, d_ff: int,
                  dropout: float, max_history: int, n_buckets: int, use_similarity: bool,
-                 similarity_per_signal: bool = True) -> None:
+                 similarity_per_signal: bool = True, similarity_parts: int | None = None) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_levels, self.n_signals, self.codebook_size = n_levels, n_signals, codebook_size
         self.d_model, self.max_history = d_model, max_history
         self.n_buckets, self.use_similarity = n_buckets, use_similarity
-        # cosine per signal part of the quantized vector (see bucketize_similarity)
-        self.similarity_parts = n_signals if similarity_per_signal else 1
+        # cosine per signal part of the quantized vector (see bucketize_similarity);
+        # ``similarity_parts`` says how many parts when the decoding layout is not one step
+        # per level (a flat layout has S = 1 per step but the vector still holds S signals)
+        if similarity_parts is None:
+            similarity_parts = n_signals
+        self.similarity_parts = similarity_parts if similarity_per_signal else 1
         # All L*S tables (N x d each) live in one embedding; table (l, s) starts at row
         # (l*S + s)*N.  Encoder and decoder share them (as TIGER's T5 shares its vocabulary).
         self.code_embedding = nn.Embedding(n_levels * n_signals * codebook_size, d_model)

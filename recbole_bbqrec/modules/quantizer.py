@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +77,24 @@ def kmeans(
             far = dist.gather(1, assign[:, None]).squeeze(1).topk(int(empty.sum())).indices
             centroids[empty] = x[far]
     return centroids
+
+
+def usage_balance(distances: torch.Tensor, temperature_scale: float = 1.0) -> torch.Tensor:
+    """Code-usage regulariser: sum over levels of log N - H(p_l), where
+    p_l = mean over the batch of softmax(-d_l / T_l) is the batch's soft code usage at level l.
+
+    distances [B, L, N] (squared distances of each level's residual to its codes). T_l is the
+    batch's mean distance at level l times ``temperature_scale``, so the term is scale-free;
+    a scale below 1 makes the soft assignment closer to the hard (nearest-code) one that
+    decides the semantic IDs. Zero when every code gets the same soft share."""
+    if distances.dim() != 3:
+        raise ValueError(f"usage_balance needs distances [B, L, N], got {tuple(distances.shape)}")
+    if temperature_scale <= 0:
+        raise ValueError(f"temperature_scale must be > 0, got {temperature_scale}")
+    temp = distances.detach().mean(dim=(0, 2), keepdim=True).clamp_min(1e-6) * temperature_scale  # [1, L, 1]
+    probs = torch.softmax(-distances / temp, dim=-1).mean(0)  # [L, N]
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # [L]
+    return (math.log(distances.shape[-1]) - entropy).sum()
 
 
 class ResidualQuantizer(nn.Module):

@@ -11,7 +11,8 @@ shared codebook set, or one set per signal for the ablation) -> z_sig.
   L_rec   = InfoNCE(cos(s_u,t, e_{t+1}) / tau) at every position t of each user's sequence,
             against every item of the step (histories, item batch and sampled negatives),
             e_i = [z_sig for sig], s_u,t = a causal transformer over e_1..e_t.
-  L = L_recon + L_RQ + alpha L_MIM + gamma L_rec + w sum_sig ||E[b_sig b_sig^T] - I||_F^2 / D.
+  L = L_recon + L_RQ + alpha L_MIM + gamma L_rec + w sum_sig ||E[b_sig b_sig^T] - I||_F^2 / D
+      + u sum_sig sum_l (log N - H(batch-mean soft usage of signal sig at level l)).
 
 Choices the paper leaves open, and why:
 * Whitened signals. Raw encoder outputs have different scales (measured on Beauty: ID 1.07,
@@ -28,6 +29,12 @@ Choices the paper leaves open, and why:
   .478 with both, .525 with z zeroed, .976 with s zeroed). The second term reconstructs from z
   alone, so the quantized behavior-aligned code carries the modality's content and s only adds
   the detail z cannot hold: s is the residual the paper's [z ; s] decoder allows.
+* Every signal spreads over the shared codebook (weight ``usage_weight``, see
+  ``modules/quantizer.usage_balance``). Nearest-code assignment of whitened 128-d vectors
+  leaves half the codes of a level unused by a given signal (Beauty, 4 epochs: text 41%,
+  category 47% at level 1), and re-assigning codes after training under a capacity cap cost
+  much of the behavior the codes carry (reports/Beauty-stage1.md). Trained in, the encoders
+  and codebooks move together, so the spread is learned rather than imposed.
 Ablations: use_mim=False drops CLUB and the specific encoders (decoders see z_m alone);
 use_rec=False drops L_rec and the ID signal; shared_codebook=False; ``signals`` drops any one.
 """
@@ -41,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_bbqrec.modules.club import CLUB
-from recbole_bbqrec.modules.quantizer import ResidualQuantizer
+from recbole_bbqrec.modules.quantizer import ResidualQuantizer, usage_balance
 from recbole_bbqrec.modules.whitening import SignalWhitening, whiteness_loss
 from recbole_bbqrec.tokenizers.base import ItemTokenizer, masked_mse, mlp
 from recbole_bbqrec.tokenizers.sequence_encoder import SequenceEncoder
@@ -99,6 +106,8 @@ class BBQTokenizer(ItemTokenizer):
         signal_norm: str = "whiten",
         recon_from_z: bool = True,
         whiteness_weight: float = 1.0,
+        usage_weight: float = 0.0,
+        usage_temperature: float = 0.1,
     ) -> None:
         if ID_SIGNAL in modality_dims:
             raise ValueError(f"{ID_SIGNAL!r} is reserved for the item-ID signal; rename that modality")
@@ -120,6 +129,7 @@ class BBQTokenizer(ItemTokenizer):
         self.temperature, self.alpha, self.gamma = temperature, alpha, gamma
         self.recon_from_z = recon_from_z
         self.whiteness_weight = whiteness_weight
+        self.usage_weight, self.usage_temperature = usage_weight, usage_temperature
         self.validation_metric = "recall@10" if use_rec else "neg_recon_rq"
         self.uses_sequences = use_rec
 
@@ -185,6 +195,26 @@ class BBQTokenizer(ItemTokenizer):
         self.calibrate_signal_norms()
         super().init_codebooks()
 
+    def set_features(self, features, masks=None) -> None:
+        super().set_features(features, masks)
+        # items with identical features (Beauty: 12,101 items, 254 category paths) get one
+        # vote in the usage term: they must share a code, and weighting by items would ask
+        # for a spread that only dropout noise can give
+        for i, m in enumerate(self.modalities):
+            feat = getattr(self, f"_feat_{i}")
+            self.register_buffer(f"_content_{i}", torch.unique(feat, dim=0, return_inverse=True)[1],
+                                 persistent=False)
+
+    def _distinct_contents(self, sig: str, items: torch.Tensor) -> torch.Tensor:
+        """Positions in items [U] of the first item of each distinct content of a signal [U']
+        (every position for the ID signal, whose items are all distinct)."""
+        if sig == ID_SIGNAL:
+            return torch.arange(len(items), device=items.device)
+        content = getattr(self, f"_content_{self.modalities.index(sig)}")[items]  # [U]
+        groups, inverse = torch.unique(content, return_inverse=True)
+        first = torch.full((len(groups),), len(items), dtype=torch.long, device=items.device)
+        return first.scatter_reduce(0, inverse, torch.arange(len(items), device=items.device), "amin")
+
     def id_parameters(self) -> list[nn.Parameter]:
         """The learnable ID table (the trainer gives it its own learning rate)."""
         return [self.id_embedding.weight] if ID_SIGNAL in self.signal_names else []
@@ -219,7 +249,7 @@ class BBQTokenizer(ItemTokenizer):
         zero = torch.zeros((), device=items.device)
         if loss_rows is None:
             loss_rows = torch.ones(len(items), dtype=torch.bool, device=items.device)
-        recon, rq, mim, mim_raw, quant_error, white = zero, zero, zero, zero, zero, zero
+        recon, rq, mim, mim_raw, quant_error, white, usage = zero, zero, zero, zero, zero, zero, zero
         z = {}
         if self.use_mim:
             self._club_pairs = {}
@@ -230,6 +260,11 @@ class BBQTokenizer(ItemTokenizer):
             quant = self.quantizer(b, self.codebook_set(sig))
             z[sig] = quant.z_q
             rq = rq + quant.loss
+            if self.usage_weight > 0:
+                # per signal, so that each signal spreads over the shared codebook (a term on
+                # the union would be met by the signals splitting the codes between them)
+                distinct = self._distinct_contents(sig, items)
+                usage = usage + usage_balance(quant.distances[distinct], self.usage_temperature)
             quant_error = quant_error + quant.quant_error
             if sig == ID_SIGNAL:
                 continue
@@ -252,7 +287,7 @@ class BBQTokenizer(ItemTokenizer):
             else:
                 recon = recon + masked_mse(self.decoders[sig](z_l), x, mask)
         e = torch.cat([z[s] for s in self.signal_names], -1)  # [U, S*D]
-        parts = {"recon": recon, "rq": rq, "mim": mim, "mim_raw": mim_raw, "white": white}
+        parts = {"recon": recon, "rq": rq, "mim": mim, "mim_raw": mim_raw, "white": white, "usage": usage}
         return e, {**parts, "quant_error": quant_error}
 
     def _rec_loss(self, e: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -294,7 +329,7 @@ class BBQTokenizer(ItemTokenizer):
             rows[valid] = inverse[offset: offset + int(valid.sum())]
             rec = self._rec_loss(e, rows, lengths)
         total = (parts["recon"] + parts["rq"] + self.alpha * parts["mim"] + self.gamma * rec
-                 + self.whiteness_weight * parts["white"])
+                 + self.whiteness_weight * parts["white"] + self.usage_weight * parts["usage"])
         out = {"loss": total, "rec": rec.detach()}
         out.update({k: v.detach() for k, v in parts.items()})
         return out

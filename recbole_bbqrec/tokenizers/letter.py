@@ -15,13 +15,13 @@ loss = RQ-VAE loss
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_bbqrec.modules.quantizer import usage_balance
 from recbole_bbqrec.tokenizers.rqvae import RQVAETokenizer
 
 
@@ -30,14 +30,6 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature  # [B, B]
     labels = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-
-
-def usage_balance(distances: torch.Tensor) -> torch.Tensor:
-    """sum over levels of log N - H(mean_b softmax(-d / T)); distances [B, L, N]."""
-    temp = distances.detach().mean(dim=(0, 2), keepdim=True).clamp_min(1e-6)  # [1, L, 1]
-    probs = torch.softmax(-distances / temp, dim=-1).mean(0)  # [L, N]
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # [L]
-    return (math.log(distances.shape[-1]) - entropy).sum()
 
 
 class LETTERTokenizer(RQVAETokenizer):

@@ -17,9 +17,24 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_bbqrec.config_checks import ID_LAYOUTS
 from recbole_bbqrec.modules.beam_search import PrefixIndex
 from recbole_bbqrec.modules.generator import SemanticIDGenerator
 from recbole_bbqrec.stage1 import artifact_paths, load_semantic_ids, prepare_stage1
+
+
+def layout_codes(item_codes: torch.Tensor, layout: str) -> torch.Tensor:
+    """Arrange stage 1's codes [n, L, S] for the generator.
+
+    'tuple' (the paper): L decoding steps, each an S-tuple scored by S heads at once.
+    'flat': the same codes as L*S single steps, coarse to fine and signal by signal within a
+    level ([n, L*S, 1]), so the decoder conditions each signal's code on the ones before it
+    and the beam keeps whole prefixes instead of products of per-signal choices."""
+    if layout == "tuple":
+        return item_codes
+    if layout == "flat":
+        return item_codes.reshape(item_codes.shape[0], -1, 1)
+    raise ValueError(f"id_layout must be one of {ID_LAYOUTS}, got {layout!r}")
 
 
 class BBQRec(SequentialRecommender):
@@ -48,6 +63,9 @@ class BBQRec(SequentialRecommender):
 
         # semantic IDs aligned to RecBole's internal ids (row 0 = padding)
         item_codes, item_zq, self.sid_hash = load_semantic_ids(config, dataset)
+        self.id_layout = config["id_layout"] or "tuple"
+        n_sid_levels, n_sid_signals = item_codes.shape[1:]
+        item_codes = layout_codes(item_codes, self.id_layout)
         self.register_buffer("item_codes", item_codes, persistent=False)  # [n_items, L, S]
         self.register_buffer("item_zq", item_zq, persistent=False)        # [n_items, Dz]
         n_levels, n_signals = item_codes.shape[1:]
@@ -60,12 +78,16 @@ class BBQRec(SequentialRecommender):
             n_decoder_layers=self.n_decoder_layers, d_ff=self.d_ff, dropout=self.dropout_prob,
             max_history=self.max_seq_length, n_buckets=self.n_buckets,
             use_similarity=self.similarity_attention,
-            similarity_per_signal=config["similarity_per_signal"])
+            similarity_per_signal=config["similarity_per_signal"], similarity_parts=n_sid_signals)
         self.similarity_lr = config["similarity_lr"]
         self.label_smoothing = float(config["label_smoothing"] or 0.0)
         if config["inherit_codebooks"]:
-            self.generator.inherit_codebooks(self._stage1_codebooks(config, dataset),
-                                             seed=config["seed"])
+            books = self._stage1_codebooks(config, dataset)  # [L, N, D] or [L, S, N, D]
+            if self.id_layout == "flat":
+                if books.dim() == 3:
+                    books = books[:, None].expand(-1, n_sid_signals, -1, -1)
+                books = books.reshape(n_sid_levels * n_sid_signals, 1, *books.shape[-2:])
+            self.generator.inherit_codebooks(books, seed=config["seed"])
 
     @classmethod
     def prepare_stage1(cls, config, dataset) -> dict:
