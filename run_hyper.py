@@ -15,7 +15,7 @@ installed and the same data_path / checkpoint_dir / output_dir (a shared file sy
 import argparse
 import sys
 
-from recbole_bbqrec.tune import run_search
+from recbole_bbqrec.experiments.tune import run_search
 
 
 def parse_args(argv):

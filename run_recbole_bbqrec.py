@@ -12,7 +12,7 @@ line printed is the path of the results JSON.
 import argparse
 import sys
 
-from recbole_bbqrec import distributed
+from recbole_bbqrec import launcher
 from recbole_bbqrec.quick_start import run
 
 
@@ -26,8 +26,8 @@ def main(argv=None) -> str:
     args, _unknown = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
     # Every --key=value (including --model/--dataset) also reaches Config as a config key.
-    if distributed.wants_distributed(argv):  # --nproc=N: N ranks (recbole_bbqrec/distributed.py)
-        record = distributed.run_distributed(args.model, args.dataset, files, argv) or {}
+    if launcher.wants_distributed(argv):  # --nproc=N: N ranks (recbole_bbqrec/launcher.py)
+        record = launcher.run_distributed(args.model, args.dataset, files, argv) or {}
     else:
         record = run(model=args.model, dataset=args.dataset, config_file_list=files, argv=argv)
     path = record.get("result_file") or ""

@@ -9,7 +9,7 @@ signal's last-level code to the nearest free one), code usage per level and trai
     .venv/bin/python bench/collisions.py --dataset=Beauty --tokenizers letter \
         --config_files=properties/overrides/cpu_budget.yaml --letter_cf_checkpoint=saved/SASRec-....pth
 
-Writes ``results/<dataset>/stage1-collisions.json`` (read by ``recbole_bbqrec.report``; rows of
+Writes ``results/<dataset>/stage1-collisions.json`` (read by ``recbole_bbqrec.experiments.report``; rows of
 tokenizers not run this time are kept) and prints a markdown table.
 """
 from __future__ import annotations

@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
-from recbole_bbqrec.modules.beam_search import (PrefixIndex, build_trie,  # noqa: E402
-                                                constrained_beam_search, reference_beam_search)
+from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
+from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search  # noqa: E402
 from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
 
 

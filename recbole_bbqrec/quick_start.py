@@ -22,8 +22,9 @@ from recbole_bbqrec.config import Config
 from recbole_bbqrec.errors import ConfigError, RunFailedError, StaleDatasetError
 from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
                                     write_result)
+from recbole_bbqrec.trainer import get_trainer
 from recbole_bbqrec.utils import (create_dataset, disable_anomaly_detection, get_model,
-                                  get_trainer, init_seed_and_determinism)
+                                  init_seed_and_determinism)
 
 STAGES = ("all", "preprocess", "tokenizer")
 

@@ -237,7 +237,7 @@ def load_titles(config, tokens: set[str]) -> dict[str, str]:
 
 
 def format_result(result: RecommendationResult) -> str:
-    from recbole_bbqrec.compare import to_markdown
+    from recbole_bbqrec.experiments.tables import to_markdown
 
     rows = [[str(rank), item, title.replace("|", "/"), f"{score:.4f}"]
             for rank, item, title, score in result.rows()]

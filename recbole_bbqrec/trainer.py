@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 import torch
 from recbole.trainer import Trainer
+from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
 from recbole_bbqrec.atomic_io import atomic_torch_save
@@ -245,3 +246,17 @@ class BBQRecTrainer(SafeTrainer):
 
 
 TIGERTrainer = BBQRecTrainer
+
+
+def get_trainer(model_type, model_name: str):
+    """Return the trainer class for a model, always with safe (weights-only) checkpoints.
+
+    Plugin trainers (``<Model>Trainer`` in this module) come first. RecBole's own trainers
+    pickle the whole ``Config`` into their checkpoints, which torch>=2.6 refuses to load with
+    ``weights_only=True``; they are returned wrapped in ``SafeCheckpointMixin`` so the
+    checkpoint holds only tensors and plain data.
+    """
+    plugin_class = globals().get(model_name + "Trainer")
+    if isinstance(plugin_class, type) and issubclass(plugin_class, SafeTrainer):
+        return plugin_class
+    return make_safe(recbole_get_trainer(model_type, model_name))

@@ -1,4 +1,4 @@
-"""Plugin lookups that fall back to RecBole: models, trainers, datasets.
+"""Plugin lookups that fall back to RecBole: models and datasets (trainers: ``trainer.py``).
 
 The same shape as RecBole-GNN's ``utils.py``: every lookup tries this package first and then
 RecBole, so ``run_recbole_bbqrec.py --model=SASRec`` and ``--model=BBQRec`` share one path.
@@ -13,7 +13,6 @@ from logging import getLogger
 import torch
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
-from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_seed
 
 PLUGIN_MODEL_PACKAGES = ["recbole_bbqrec.model.sequential_recommender"]
@@ -79,22 +78,6 @@ def get_model(model_name: str):
             return model_class
     raise ValueError(f"`model_name` [{model_name}] is neither a recbole_bbqrec model "
                      f"({', '.join(PLUGIN_MODELS)}) nor a RecBole model.")
-
-
-def get_trainer(model_type: ModelType, model_name: str):
-    """Return the trainer class for a model, always with safe (weights-only) checkpoints.
-
-    Plugin trainers (``recbole_bbqrec.trainer.<Model>Trainer``) come first. RecBole's own
-    trainers pickle the whole ``Config`` into their checkpoints, which torch>=2.6 refuses to
-    load with ``weights_only=True``; they are returned wrapped in ``SafeCheckpointMixin`` so
-    the checkpoint holds only tensors and plain data.
-    """
-    from recbole_bbqrec import trainer as plugin_trainers
-
-    plugin_class = getattr(plugin_trainers, model_name + "Trainer", None)
-    if plugin_class is not None:
-        return plugin_class
-    return plugin_trainers.make_safe(recbole_get_trainer(model_type, model_name))
 
 
 def get_dataset_class(config):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# bench/ helpers (the reference beam search) are imported as ``bench.<module>`` from the checkout
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 SHARED_DATA = REPO.parent / "shared" / "data" / "amazon2014"
 
 torch.set_num_threads(2)

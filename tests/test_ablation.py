@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from recbole_bbqrec import ablation, compare
+from recbole_bbqrec.experiments import ablation, tables
 from recbole_bbqrec.results import load_results
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -47,7 +47,7 @@ def test_variants_run_tagged_and_a_bad_one_fails_alone(ablation_run):
     assert "image" in outcomes[1].status  # the error names the missing signal
     records = {r["config"]["run_tag"]: r for r in load_results(str(results / "ml-100k"))}
     assert set(records) == {"ablation-full", "ablation-no_similarity"}
-    assert all(compare.is_ablation(r) for r in records.values())
+    assert all(tables.is_ablation(r) for r in records.values())
     assert records["ablation-full"]["config"]["similarity_attention"] is True
     assert records["ablation-no_similarity"]["config"]["similarity_attention"] is False
     assert records["ablation-no_similarity"]["label"] == "BBQRec-ablation-no_similarity"

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from recbole_bbqrec.modules import beam_search as bs
-from recbole_bbqrec.modules.beam_search import (PrefixIndex, constrained_beam_search,
-                                                reference_beam_search)
+from bench.reference_beam_search import reference_beam_search
+from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search
 
 
 
@@ -221,7 +221,7 @@ def test_ties_break_alike_in_batched_and_reference(n_levels, n_signals, n_codes,
 
 def test_stable_topk_orders_ties_by_position():
     key = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 3.0]])
-    vals, pos = bs._topk(key, 3)
+    vals, pos = bs.ranked_topk(key, 3)
     assert vals.tolist() == [[3.0, 3.0, 3.0]] and pos.tolist() == [[1, 2, 4]]
-    vals, pos = bs._topk(key, 3, order=torch.tensor([[0, 9, 8, 7, 6, 5]]))
+    vals, pos = bs.ranked_topk(key, 3, order=torch.tensor([[0, 9, 8, 7, 6, 5]]))
     assert pos.tolist() == [[5, 4, 2]]

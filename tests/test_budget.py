@@ -9,7 +9,7 @@ import pytest
 
 from recbole_bbqrec.budget import TrainingClock, _BudgetedBatches, resolve_clock
 from recbole_bbqrec.errors import ConfigError
-from recbole_bbqrec.budget_compare import budget_records, budget_tag, run_commands, write_outputs
+from recbole_bbqrec.experiments.budget_compare import budget_records, budget_tag, run_commands, write_outputs
 from recbole_bbqrec.quick_start import run, stage1_cost
 from tests.conftest import TINY_RUN
 
@@ -108,7 +108,7 @@ def test_the_comparison_finds_its_runs_and_writes_table_and_curves(budget_runs):
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # the dataset report embeds the table and links the curves
-    from recbole_bbqrec.report import equal_budget_section
+    from recbole_bbqrec.experiments.report import equal_budget_section
 
     section = equal_budget_section(found, "ml-100k", str(root / "results"), str(root / "reports"))
     assert f"### {tag}" in section and f"SASRec-{tag}" in section
@@ -131,7 +131,7 @@ def test_a_budget_under_ddp_is_refused_before_any_work(tiny_run_config):
 
 
 def test_variant_flags_reach_the_run_unquoted(ml100k_root):
-    from recbole_bbqrec.budget_compare import variant_flags
+    from recbole_bbqrec.experiments.budget_compare import variant_flags
 
     flags = variant_flags("ml-100k", ["no_id"], [], [f"--data_path={ml100k_root}"])
     assert flags == {"no_id": ["--signals=['text']"]}  # no shell: quotes would stay in the value

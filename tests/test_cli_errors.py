@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from recbole_bbqrec import ablation, compare, recommend, report
+from recbole_bbqrec import recommend
+from recbole_bbqrec.experiments import ablation, compare, report
 from recbole_bbqrec.cli import run_cli
 from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.preprocess import __main__ as preprocess_cli
@@ -120,8 +121,9 @@ def test_cli_entry_passes_key_values_and_prints_the_result_path(ml100k_root, tmp
 
 
 @pytest.mark.parametrize("path", ["run_recbole_bbqrec.py", "run_hyper.py",
-                                  "recbole_bbqrec/recommend.py", "recbole_bbqrec/compare.py",
-                                  "recbole_bbqrec/report.py", "recbole_bbqrec/ablation.py",
+                                  "recbole_bbqrec/recommend.py", "recbole_bbqrec/experiments/compare.py",
+                                  "recbole_bbqrec/experiments/report.py",
+                                  "recbole_bbqrec/experiments/ablation.py",
                                   "recbole_bbqrec/preprocess/__main__.py"])
 def test_every_command_line_entry_goes_through_run_cli(path):
     # The in-process tests above call run_cli(main); this keeps each script's own

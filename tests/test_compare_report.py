@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from recbole_bbqrec import compare, report
+from recbole_bbqrec.experiments import compare, report
 from recbole_bbqrec.results import write_result
-from recbole_bbqrec.sweep_results import plot_sweep
-from recbole_bbqrec.tune import SearchSpace
+from recbole_bbqrec.experiments.sweep_results import plot_sweep
+from recbole_bbqrec.experiments.search_space import SearchSpace
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 N_USERS = 60
@@ -231,7 +231,7 @@ def test_ablations_are_compared_only_at_the_same_budget(tmp_path):
 
 
 def test_a_finished_sweep_is_replotted_from_its_csv(tmp_path):
-    from recbole_bbqrec.sweep_results import read_trials_csv, replot, write_trials_csv
+    from recbole_bbqrec.experiments.sweep_results import read_trials_csv, replot, write_trials_csv
 
     space_file = tmp_path / "space.yaml"
     space_file.write_text("one_at_a_time: true\nn_levels: {grid: [2, 3], base: 3}\n"

@@ -10,7 +10,8 @@ import torch
 
 from recbole_bbqrec.config import Config, known_config_keys
 from recbole_bbqrec.errors import ConfigError
-from recbole_bbqrec.utils import get_model, get_trainer
+from recbole_bbqrec.trainer import get_trainer
+from recbole_bbqrec.utils import get_model
 
 
 def test_builtin_model_falls_back_to_recbole_and_anomaly_detection_is_off():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from recbole_bbqrec.distributed import free_port, wants_distributed
+from recbole_bbqrec.launcher import free_port, wants_distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from recbole_bbqrec.modules.beam_search import (PrefixIndex, constrained_beam_search,
-                                                reference_beam_search)
+from bench.reference_beam_search import reference_beam_search
+from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search
 from recbole_bbqrec.modules.generator import SemanticIDGenerator
 
 L, S, N, T, DZ = 3, 3, 16, 6, 12

@@ -137,7 +137,8 @@ def _sasrec_data(ml100k_root, tmp_path, **extra):
 def _sasrec_trainer(config, train_data, n_batches=20, **keys):
     """A fresh seeded SASRec and trainer on built data; ``keys`` set before the trainer reads
     them (one dataset build serves every variant)."""
-    from recbole_bbqrec.utils import get_model, get_trainer
+    from recbole_bbqrec.trainer import get_trainer
+    from recbole_bbqrec.utils import get_model
 
     for key, value in keys.items():
         config[key] = value

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from recbole_bbqrec import compare, report
+from recbole_bbqrec.experiments import compare, report, tables
 from recbole_bbqrec.errors import ConfigError, RunFailedError
 from recbole_bbqrec.quick_start import run
 from recbole_bbqrec.recommend import Recommender
@@ -74,7 +74,7 @@ def test_ranking_never_picks_nan_as_best():
     records = [dict(good_record("A", 0.1), _path="a"), dict(good_record("B", 0.2), _path="b"),
                dict(good_record("BBQRec", 0.15), _path="c")]
     records[1]["test"]["recall@10"] = float("nan")
-    table = compare.paper_table(records, target="BBQRec")
+    table = tables.paper_table(records, target="BBQRec")
     row = next(r for r in table["rows"] if r[0] == "R@10")
     assert row[3] == "**0.1500**" and row[1] == "<u>0.1000</u>"
     assert row[2] == "nan"  # shown as it is, never bold or underlined

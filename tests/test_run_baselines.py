@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from recbole_bbqrec import compare
+from recbole_bbqrec.experiments import compare
 from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.quick_start import run
 from recbole_bbqrec.trainer import TrainingDivergedError, load_checkpoint
@@ -75,7 +75,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(sasrec_record, ml100k_roo
     from recbole.data import data_preparation
 
     from recbole_bbqrec.config import Config
-    from recbole_bbqrec.utils import create_dataset, get_model, get_trainer
+    from recbole_bbqrec.trainer import get_trainer
+    from recbole_bbqrec.utils import create_dataset, get_model
 
     config = Config(model="SASRec", dataset="ml-100k", config_dict={
         "data_path": ml100k_root, "checkpoint_dir": str(tmp_path), "show_progress": False,
@@ -109,7 +110,8 @@ def _sasrec_trainer(ml100k_root, tmp_path, model_name="SASRec", **extra):
     from recbole.data import data_preparation
 
     from recbole_bbqrec.config import Config
-    from recbole_bbqrec.utils import create_dataset, get_model, get_trainer
+    from recbole_bbqrec.trainer import get_trainer
+    from recbole_bbqrec.utils import create_dataset, get_model
 
     config = Config(model=model_name, dataset="ml-100k", config_dict={
         "data_path": ml100k_root, "checkpoint_dir": str(tmp_path), "show_progress": False,

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from recbole_bbqrec import tune as bbq_tune
-from recbole_bbqrec.tune import load_space, prepare_setup, run_search, trial_params
+from recbole_bbqrec.experiments import tune as bbq_tune
+from recbole_bbqrec.experiments.search_space import POINT_KEY, load_space, trial_params
+from recbole_bbqrec.experiments.tune import prepare_setup, run_search
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYPER = os.path.join(REPO, "properties", "hyper")
@@ -57,8 +58,8 @@ def test_lndk_space_is_the_papers_one_at_a_time_study():
                                                "code_dim": 128, "n_buckets": 100}
     assert sorted(p["n_levels"] for p in points if p["codebook_size"] == 256
                   and p["code_dim"] == 128 and p["n_buckets"] == 100) == [1, 2, 3, 4]
-    trial = space.ray_space()[bbq_tune.POINT_KEY]["grid_search"][1]
-    assert trial_params({bbq_tune.POINT_KEY: trial}) == trial
+    trial = space.ray_space()[POINT_KEY]["grid_search"][1]
+    assert trial_params({POINT_KEY: trial}) == trial
 
 
 def test_searched_key_on_the_command_line_or_misspelt_is_refused(tmp_path):
@@ -133,7 +134,7 @@ def test_invalid_trial_fails_alone_and_resume_keeps_finished_ones(local_ray, ml1
 
 # --- GPUs on a Ray cluster (resource request and device choice; no GPU needed) -----------------
 def test_trials_ask_ray_for_cpus_and_a_gpu_share():
-    from recbole_bbqrec.tune import trial_resources
+    from recbole_bbqrec.experiments.tune import trial_resources
 
     assert trial_resources(1) == {"cpu": 1}  # CPU-only search: no GPU key at all
     assert trial_resources(4, 0.25) == {"cpu": 4, "gpu": 0.25}  # four trials per card
@@ -142,7 +143,7 @@ def test_trials_ask_ray_for_cpus_and_a_gpu_share():
 
 
 def test_a_trial_trains_on_the_gpu_ray_assigned_else_on_the_cpu():
-    from recbole_bbqrec.tune import trial_device_keys
+    from recbole_bbqrec.experiments.tune import trial_device_keys
 
     assert trial_device_keys(["3"], 0.5) == {"use_gpu": True, "gpu_id": "3"}
     assert trial_device_keys([2, 5], 2) == {"use_gpu": True, "gpu_id": "2,5"}

@@ -11,9 +11,9 @@ score is the sum of its S log-probabilities, a beam's score the sum over its ste
     log_probs:    FloatTensor [B, W, S, N], one distribution over N codes per signal.
 
 ``constrained_beam_search`` does every step with tensor ops on a padded child table
-(no per-beam Python); ``reference_beam_search`` is the LETTER/TIGER way (a dict trie and a
-per-beam ``prefix_allowed_tokens_fn`` callback) and exists to benchmark and cross-check.
-Both add scores in the same order, so on the same step function they agree bit for bit.
+(no per-beam Python). ``bench/reference_beam_search.py`` holds the LETTER/TIGER way (a dict
+trie and a per-beam callback) to benchmark and cross-check it: both add scores in the same
+order (``tuple_scores``, ``ranked_topk``), so on the same step function they agree bit for bit.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 StepFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
-def _tuple_scores(log_probs_per_signal: list[torch.Tensor]) -> torch.Tensor:
+def tuple_scores(log_probs_per_signal: list[torch.Tensor]) -> torch.Tensor:
     # Sequential left-to-right sum; the reference uses the identical order so the two agree
     # bit for bit (a reduction kernel could reassociate).
     total = log_probs_per_signal[0]
@@ -36,7 +36,7 @@ def _tuple_scores(log_probs_per_signal: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _topk(key: torch.Tensor, keep: int, order: torch.Tensor | None = None
+def ranked_topk(key: torch.Tensor, keep: int, order: torch.Tensor | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """``key.topk(keep, dim=1)`` [B, M] -> [B, keep] with a fixed rule for ties: equal keys
     rank by ascending ``order`` (default: position), so every search path (scan, cube,
@@ -180,7 +180,7 @@ class PrefixIndex:
                            move(self.child_next), move(self.child_valid))
 
 
-def _check_beam_args(beam_size: int, topk: int | None) -> None:
+def check_beam_args(beam_size: int, topk: int | None) -> None:
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if topk is not None and beam_size < topk:
@@ -188,7 +188,7 @@ def _check_beam_args(beam_size: int, topk: int | None) -> None:
                          f"can only return beam_size items; raise beam_size to >= {topk}")
 
 
-def _pad_result(items: torch.Tensor, scores: torch.Tensor, beam_size: int,
+def pad_result(items: torch.Tensor, scores: torch.Tensor, beam_size: int,
                 topk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     missing = beam_size - items.shape[1]
     if missing > 0:
@@ -212,10 +212,10 @@ def _scan_topk(log_probs: torch.Tensor, child_codes: torch.Tensor, scores: torch
                keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``keep`` of one shared child list by scanning it: log_probs [B, S, N], child_codes
     [C, S], scores [B, 1] -> (key [B, keep] sorted, child slot [B, keep])."""
-    tuple_score = _tuple_scores([log_probs[:, s].index_select(-1, child_codes[:, s])
+    tuple_score = tuple_scores([log_probs[:, s].index_select(-1, child_codes[:, s])
                                  for s in range(child_codes.shape[1])])  # [B, C]
     total = scores + tuple_score
-    return _topk(total.nan_to_num(neginf=torch.finfo(total.dtype).min), keep)
+    return ranked_topk(total.nan_to_num(neginf=torch.finfo(total.dtype).min), keep)
 
 
 def _cube_depth(index: PrefixIndex, keep: int) -> int | None:
@@ -246,10 +246,10 @@ def _cube_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int, depth: in
     minimum = torch.finfo(total.dtype).min
     ranked = torch.where(index.root_bitmap[key], total.nan_to_num(neginf=minimum),
                          torch.full_like(total, float("-inf")))
-    top_key, pick = _topk(ranked, keep, order=key)      # tuple keys ascend with the slot
+    top_key, pick = ranked_topk(ranked, keep, order=key)      # tuple keys ascend with the slot
     bound = None
     for s in range(n_signals):
-        edge = zero[:, 0] + _tuple_scores([vals[:, t, depth if t == s else 0]
+        edge = zero[:, 0] + tuple_scores([vals[:, t, depth if t == s else 0]
                                            for t in range(n_signals)])
         bound = edge if bound is None else torch.maximum(bound, edge)
     exact = top_key[:, -1] > bound.nan_to_num(neginf=minimum)
@@ -279,7 +279,7 @@ def _group_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int, floor: t
     slot = offsets[group][rep] + within
     user = user[rep]                                                        # [M] candidates
     codes = index.child_codes[0][0][slot]                                  # [M, S]
-    total = 0.0 + _tuple_scores([log_probs[user, s, codes[:, s]] for s in range(n_signals)])
+    total = 0.0 + tuple_scores([log_probs[user, s, codes[:, s]] for s in range(n_signals)])
     counts = torch.bincount(user, minlength=bsz)
     position = torch.arange(user.numel(), device=user.device) - (counts.cumsum(0) - counts)[user]
     width = max(int(counts.max()), keep)
@@ -287,7 +287,7 @@ def _group_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int, floor: t
     ranked[user, position] = total.nan_to_num(neginf=torch.finfo(total.dtype).min)
     slots = torch.zeros(bsz, width, dtype=torch.long, device=user.device)
     slots[user, position] = slot
-    top_key, pick = _topk(ranked, keep)                 # a user's candidates ascend by slot
+    top_key, pick = ranked_topk(ranked, keep)                 # a user's candidates ascend by slot
     return top_key, slots.gather(1, pick)
 
 
@@ -330,7 +330,7 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
     id is a distinct real item, or -1 with score -inf when fewer than K items exist.
     ``index`` must live on ``device`` (``index.to(device)``) for speed; it is moved if not.
     """
-    _check_beam_args(beam_size, topk)
+    check_beam_args(beam_size, topk)
     device = torch.device(device) if device is not None else index.item_codes.device
     if index.item_codes.device != device:
         index = index.to(device)
@@ -358,7 +358,7 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
             alive = top_key > float("-inf")
             parent = torch.zeros_like(flat_pick)
             # Same additions as the scan (and the reference), so scores agree bit for bit.
-            tuple_score = _tuple_scores([log_probs[:, 0, s].gather(1, child_codes[flat_pick, s])
+            tuple_score = tuple_scores([log_probs[:, 0, s].gather(1, child_codes[flat_pick, s])
                                          for s in range(n_signals)])      # [B, W']
             scores = (scores + tuple_score).masked_fill(~alive, float("-inf"))
             nodes = table_next[0][flat_pick].masked_fill(~alive, 0)
@@ -370,7 +370,7 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
         offsets = torch.arange(n_signals, device=device) * log_probs.shape[3]
         picked = flat.gather(1, (child_codes + offsets).view(bsz * width, -1))
         picked = picked.view(bsz, width, n_children, n_signals)
-        tuple_score = _tuple_scores([picked[..., s] for s in range(n_signals)])
+        tuple_score = tuple_scores([picked[..., s] for s in range(n_signals)])
         child_valid = index.child_valid[level][nodes]
         child_next = table_next[nodes]
         child_valid = child_valid & alive[:, :, None]
@@ -379,7 +379,7 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
         key = torch.where(child_valid, total.nan_to_num(neginf=torch.finfo(total.dtype).min),
                           torch.full_like(total, float("-inf"))).view(bsz, -1)
         keep = min(beam_size, key.shape[1])
-        top_key, flat_pick = _topk(key, keep)                             # [B, W'] sorted
+        top_key, flat_pick = ranked_topk(key, keep)                             # [B, W'] sorted
         alive = top_key > float("-inf")
         parent = flat_pick // n_children
         scores = total.view(bsz, -1).gather(1, flat_pick).masked_fill(~alive, float("-inf"))
@@ -389,96 +389,4 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
         prefix = torch.cat([prefix.gather(1, parent[:, :, None, None].expand(
             -1, -1, level, n_signals)), picked_codes[:, :, None]], dim=2)
     items = nodes.masked_fill(~alive, -1)
-    return _pad_result(items, scores, beam_size, topk)
-
-
-def build_trie(item_codes: torch.Tensor) -> tuple[dict, dict]:
-    """Python dict trie: prefix (tuple of S-tuples) -> allowed next tuples, sorted (the
-    order :class:`PrefixIndex` lists children in, so tied scores break alike); full ID -> item."""
-    sets: dict[tuple, set[tuple]] = {}
-    leaf: dict[tuple, int] = {}
-    for item, row in enumerate(item_codes.tolist()):
-        path = tuple(tuple(pos) for pos in row)
-        for level in range(len(path)):
-            sets.setdefault(path[:level], set()).add(path[level])
-        leaf[path] = item
-    return {prefix: sorted(allowed) for prefix, allowed in sets.items()}, leaf
-
-
-@torch.no_grad()
-def reference_beam_search(step_fn: StepFn, item_codes: torch.Tensor, batch_size: int,
-                          beam_size: int, topk: int | None = None,
-                          trie: tuple[dict, dict] | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The straightforward decoder (as LETTER/TIGER code bases do it), for benchmarks.
-
-    One batched model call per step, then per user and per beam a Python callback
-    ``prefix_allowed_tokens_fn(batch_id, prefix) -> allowed`` masks the vocabulary: for S=1
-    the full [N] vocabulary, for S>1 the allowed tuples (the joint vocabulary N^S is too
-    large to mask).  ``trie`` (from :func:`build_trie`) may be passed to reuse it.
-    """
-    _check_beam_args(beam_size, topk)
-    item_codes = item_codes.long().cpu()
-    n_levels, n_signals = item_codes.shape[1], item_codes.shape[2]
-    children, leaf = trie if trie is not None else build_trie(item_codes)
-
-    def prefix_allowed_tokens_fn(batch_id: int, prefix: tuple) -> list[tuple]:
-        return children.get(prefix, [])
-
-    zero = torch.zeros((), dtype=torch.float32)
-    beams = [[(zero, ())] for _ in range(batch_size)]       # per user: (score, prefix)
-    parents: list[list[int]] | None = None
-    for level in range(n_levels):
-        width = max(len(user_beams) for user_beams in beams)
-        prefix_rows = [[list(p) for _, p in user_beams] + [[(0,) * n_signals] * level]
-                       * (width - len(user_beams)) for user_beams in beams]
-        prefix = torch.tensor(prefix_rows, dtype=torch.long).view(batch_size, width, level,
-                                                                  n_signals)
-        parent = None if parents is None else torch.tensor(
-            [p + [0] * (width - len(p)) for p in parents], dtype=torch.long)
-        log_probs = step_fn(prefix, parent).cpu()
-        n_codes = log_probs.shape[-1]
-        new_beams, parents = [], []
-        for b, user_beams in enumerate(beams):
-            totals, valids, origin = [], [], []
-            for w, (score, path) in enumerate(user_beams):
-                allowed = prefix_allowed_tokens_fn(b, path)
-                if not allowed:
-                    continue
-                if n_signals == 1:
-                    # LETTER-style: mask the full vocabulary, keep every entry as a candidate.
-                    mask = torch.full((n_codes,), float("-inf"))
-                    mask[[a[0] for a in allowed]] = 0.0
-                    totals.append(score + (log_probs[b, w, 0] + mask))
-                    valids.append(mask == 0)
-                    origin.extend((w, path, (c,)) for c in range(n_codes))
-                else:
-                    idx = torch.tensor(allowed, dtype=torch.long)     # [A, S]
-                    totals.append(score + _tuple_scores([log_probs[b, w, s][idx[:, s]]
-                                                         for s in range(n_signals)]))
-                    valids.append(torch.ones(len(allowed), dtype=torch.bool))
-                    origin.extend((w, path, code) for code in allowed)
-            kept, kept_parents = [], []
-            if totals:
-                flat, valid = torch.cat(totals), torch.cat(valids)
-                key = torch.where(valid, flat.nan_to_num(neginf=torch.finfo(flat.dtype).min),
-                                  torch.full_like(flat, float("-inf")))
-                top_key, pick = _topk(key[None], min(beam_size, key.shape[0]))
-                top_key, pick = top_key[0], pick[0]
-                for k, i in zip(top_key.tolist(), pick.tolist()):
-                    if k == float("-inf"):
-                        break
-                    w, path, code = origin[i]
-                    kept.append((flat[i], path + (code,)))
-                    kept_parents.append(w)
-            new_beams.append(kept)
-            parents.append(kept_parents)
-        beams = new_beams
-    width = min(beam_size, max(1, max(len(u) for u in beams)))
-    items = torch.full((batch_size, width), -1, dtype=torch.long)
-    scores = torch.full((batch_size, width), float("-inf"))
-    for b, user_beams in enumerate(beams):
-        for w, (score, path) in enumerate(user_beams[:width]):
-            items[b, w] = leaf[path]
-            scores[b, w] = score
-    return _pad_result(items, scores, beam_size, topk)
+    return pad_result(items, scores, beam_size, topk)

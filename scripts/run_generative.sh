@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # A generative model on real Beauty at the 2-core CPU budget (log in results/logs/).
-# Usage: bash results/run_generative.sh [MODEL [extra --key=value ...]]
-#   bash results/run_generative.sh BBQRec
-#   bash results/run_generative.sh TIGER
+# Usage: bash scripts/run_generative.sh [MODEL [extra --key=value ...]]
+#   bash scripts/run_generative.sh BBQRec
+#   bash scripts/run_generative.sh TIGER
 #   LOG=TIGER-LETTER EXTRA_CONFIG=properties/overrides/letter.yaml \
-#     bash results/run_generative.sh TIGER --letter_cf_checkpoint=saved/SASRec-....pth
+#     bash scripts/run_generative.sh TIGER --letter_cf_checkpoint=saved/SASRec-....pth
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p results/logs

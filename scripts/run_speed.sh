@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Paper Table 6 on real Beauty: per-user inference time at beams 50 and 100, batched
 # constrained beam search vs the per-beam reference, trained weights and real semantic IDs.
-# Usage: bash results/run_speed.sh RESULT_JSON [RESULT_JSON ...]   (BBQRec / TIGER runs)
+# Usage: bash scripts/run_speed.sh RESULT_JSON [RESULT_JSON ...]   (BBQRec / TIGER runs)
 # Writes results/Beauty/bench-decode-<label>.json (read by the report).
 set -eu
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Baselines on real Beauty, one after another (logs in results/logs/).
-# Usage: bash results/run_baselines.sh [MODEL ...]   (default: the ID-only and feature-fused set)
+# Usage: bash scripts/run_baselines.sh [MODEL ...]   (default: the ID-only and feature-fused set)
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p results/logs

@@ -1,6 +1,6 @@
 """The paper's ablations (Tables 3-4, Fig. 4) as one command:
 
-``python -m recbole_bbqrec.ablation --dataset=Beauty [--variants full,no_mim,...]
+``python -m recbole_bbqrec.experiments.ablation --dataset=Beauty [--variants full,no_mim,...]
 [--config_files a.yaml,b.yaml] [--variants_file FILE] [--list] [--key=value ...]``
 
 Every variant of ``properties/ablations.yaml`` (format documented there) is one
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from recbole_bbqrec import compare
+from recbole_bbqrec.experiments import tables
 from recbole_bbqrec.atomic_io import atomic_write_text
 
-RUN_TAG_PREFIX = compare.ABLATION_PREFIX  # "ablation-": what compare/report look for
+RUN_TAG_PREFIX = tables.ABLATION_PREFIX  # "ablation-": what compare/report look for
 FULL = "full"
 TABLE_METRICS = ("recall@10", "ndcg@10")
 _NAME = re.compile(r"^[A-Za-z0-9_.{}-]+$")
@@ -219,7 +219,7 @@ def ablation_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
     full = next((o.record for o in outcomes if o.variant.name == FULL and o.record), None)
     valid_metric = next((str(o.record["config"].get("valid_metric", "")).lower()
                          for o in outcomes if o.record), "") or "score"
-    names = [compare.metric_name(m) for m in TABLE_METRICS]
+    names = [tables.metric_name(m) for m in TABLE_METRICS]
     header = ["variant", "description", *[f"test {n}" for n in names], f"valid {valid_metric}",
               *[f"Δ{n} vs full" for n in names], "status", "command"]
     rows = []
@@ -229,8 +229,8 @@ def ablation_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
         reference = [(full or {}).get("test", {}).get(m) for m in TABLE_METRICS]
         rows.append([
             o.variant.name, o.variant.description.replace("|", "/"),
-            *[compare._fmt(v) for v in values],
-            compare._fmt((o.record or {}).get("best_valid_score")),
+            *[tables.fmt_value(v) for v in values],
+            tables.fmt_value((o.record or {}).get("best_valid_score")),
             *[_relative(v, r) if o.record and full else "n/a" for v, r in zip(values, reference)],
             o.status.replace("|", "/").replace("\n", " "),
             f"`{o.command}`",
@@ -248,14 +248,14 @@ def write_ablation_table(outcomes: list[Outcome], results_dir: str, dataset: str
     text = (f"# Ablations on {dataset} (paper Tables 3-4, Fig. 4)\n\n"
             f"Test split, leave-one-out, full ranking. Δ = relative change of the variant "
             f"against `{FULL}` (negative: the ablated part helps). Written "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}.\n\n" + compare.to_markdown(header, rows) + "\n")
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}.\n\n" + tables.to_markdown(header, rows) + "\n")
     if failed:
         text += "\n" + "\n".join(f"- {o.variant.name} {o.status}" for o in failed) + "\n"
     sources = [f"- {o.variant.name}: `{o.record['result_file']}`" for o in outcomes if o.record]
     if sources:
         text += "\nResult files:\n" + "\n".join(sources) + "\n"
     atomic_write_text(md_path, text)
-    atomic_write_text(os.path.join(folder, "ablation.csv"), compare.to_csv(header, rows))
+    atomic_write_text(os.path.join(folder, "ablation.csv"), tables.to_csv(header, rows))
     return md_path
 
 
@@ -290,7 +290,7 @@ def main(argv=None) -> list[Outcome]:
     outcomes, path = run_ablations(args.dataset, names, args.model, files, None, extra,
                                    args.variants_file)
     header, rows = ablation_rows(outcomes)
-    print(compare.to_markdown(header[:-1], [row[:-1] for row in rows]))  # commands: in the file
+    print(tables.to_markdown(header[:-1], [row[:-1] for row in rows]))  # commands: in the file
     print(path)
     failed = [o.variant.name for o in outcomes if o.status != "ok"]
     if failed:

@@ -1,5 +1,5 @@
 """One markdown report per dataset from everything run so far:
-``python -m recbole_bbqrec.report --dataset=Beauty`` -> ``reports/Beauty.md``.
+``python -m recbole_bbqrec.experiments.report --dataset=Beauty`` -> ``reports/Beauty.md``.
 
 Sections (each table or figure is followed by the files and commands that produced it; a
 missing piece becomes a line naming the command that produces it):
@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 
-from recbole_bbqrec import compare
+from recbole_bbqrec.experiments import compare, tables
 from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.config_checks import check_path_name
 from recbole_bbqrec.results import SWEEPS_DIR, ResultScan, scan_results
@@ -57,7 +57,7 @@ def protocol_section(records: list[dict]) -> str:
     for r in records:
         config = r.get("config") or {}
         key = json.dumps({k: config.get(k) for k in PROTOCOL_KEYS}, sort_keys=True)
-        settings.setdefault(key, []).append(compare.label_of(r))
+        settings.setdefault(key, []).append(tables.label_of(r))
     if not settings:
         return head + "No runs yet.\n"
     lines = []
@@ -75,18 +75,18 @@ def protocol_section(records: list[dict]) -> str:
 
 def overall_section(records: list[dict], dataset: str, target: str, out_dir: str) -> str:
     head = "## Overall performance (paper Table 2)\n\n"
-    runs = [r for r in compare.select_runs(records) if not compare.is_ablation(r)]
+    runs = [r for r in tables.select_runs(records) if not tables.is_ablation(r)]
     if not runs:
         return head + (f"No results for {dataset} yet. Produce them with "
-                       f"`python -m recbole_bbqrec.compare results/{dataset} --run table2 "
+                       f"`python -m recbole_bbqrec.experiments.compare results/{dataset} --run table2 "
                        f"--dataset={dataset}` (or `python run_recbole_bbqrec.py --model=<Model> "
                        f"--dataset={dataset}` per model).\n")
     table, (header, rows) = compare.build_tables(records, target=target)
     chosen = compare.order_records(runs, preferred=compare.table2_order())
     text = head + "Test split, leave-one-out, full ranking; best per row in bold, second "
     text += "underlined; Improv. and the paired t-test are target vs the best other column.\n\n"
-    text += compare.table2_markdown(table) + "\n\n"
-    text += "### Every run (newest per label)\n\n" + compare.to_markdown(header, rows) + "\n\n"
+    text += tables.table2_markdown(table) + "\n\n"
+    text += "### Every run (newest per label)\n\n" + tables.to_markdown(header, rows) + "\n\n"
     return text + _sources(chosen, out_dir) + "\n"
 
 
@@ -97,7 +97,7 @@ def equal_budget_section(records: list[dict], dataset: str, results_dir: str,
     head = "## Equal budget (same minutes per model, stage 1 included)\n\n"
     tables = sorted(glob.glob(os.path.join(results_dir, dataset, "budget*m.md")))
     if not tables:
-        return head + (f"None yet: `python -m recbole_bbqrec.budget_compare --dataset={dataset} "
+        return head + (f"None yet: `python -m recbole_bbqrec.experiments.budget_compare --dataset={dataset} "
                        f"--minutes=20` trains SASRec, TIGER and BBQRec for 20 minutes each.\n")
     parts = [head]
     for path in tables:
@@ -113,9 +113,9 @@ def equal_budget_section(records: list[dict], dataset: str, results_dir: str,
             if scales and str((r.get("config") or {}).get("run_tag", "")).startswith(tag):
                 rows = [[f"layer {i}", *[f"{v:.3f}" for v in layer]] for i, layer in enumerate(scales)]
                 header = ["SimEmb mean", *[f"sim decile {d}" for d in range(1, len(scales[0]) + 1)]]
-                parts.append(f"Learned value scales of {compare.label_of(r)} (1.0 everywhere = "
+                parts.append(f"Learned value scales of {tables.label_of(r)} (1.0 everywhere = "
                              f"plain attention; decile 1 = least similar item pairs):\n\n"
-                             + compare.to_markdown(header, rows) + "\n")
+                             + tables.to_markdown(header, rows) + "\n")
     return "\n".join(parts)
 
 
@@ -132,35 +132,35 @@ def ablation_section(records: list[dict], dataset: str, target: str, out_dir: st
     # the same budget, never with a longer or shorter run.
     studies: dict[str, list[dict]] = {}
     for r in records:
-        if compare.is_ablation(r) or compare.label_of(r) == target:
+        if tables.is_ablation(r) or tables.label_of(r) == target:
             studies.setdefault(budget_of(r), []).append(r)
     parts = []
     for budget, runs in studies.items():
-        newest = compare.select_runs(runs)
-        variants = [r for r in newest if compare.is_ablation(r)]
+        newest = tables.select_runs(runs)
+        variants = [r for r in newest if tables.is_ablation(r)]
         if not variants:
             continue
-        # `python -m recbole_bbqrec.ablation` tags its reference run `ablation-full`.
+        # `python -m recbole_bbqrec.experiments.ablation` tags its reference run `ablation-full`.
         reference = target
-        tagged_full = f"{target}-{compare.ABLATION_PREFIX}full"
-        full = [r for r in newest if compare.label_of(r) == tagged_full]
+        tagged_full = f"{target}-{tables.ABLATION_PREFIX}full"
+        full = [r for r in newest if tables.label_of(r) == tagged_full]
         if full:
             variants, reference = [r for r in variants if r not in full], tagged_full
         else:
-            full = [r for r in newest if compare.label_of(r) == target]
+            full = [r for r in newest if tables.label_of(r) == target]
         title = "### Budget: " + ", ".join(f"{k}={v}" for k, v in json.loads(budget).items())
         if not full:
-            labels = ", ".join(compare.label_of(r) for r in variants)
+            labels = ", ".join(tables.label_of(r) for r in variants)
             parts.append(f"{title}\n\nNo full {target} run at this budget to compare "
                          f"{labels} with.\n\n" + _sources(variants, out_dir) + "\n")
             continue
-        table = compare.paper_table(variants + full, target=reference)
+        table = tables.paper_table(variants + full, target=reference)
         parts.append(f"{title}\n\nVariants against the full {reference} (Improv. = full model "
-                     f"vs best variant).\n\n" + compare.table2_markdown(table) + "\n\n"
+                     f"vs best variant).\n\n" + tables.table2_markdown(table) + "\n\n"
                      + _sources(variants + full, out_dir) + "\n")
     if not parts:
         return head + (f"No ablation runs for {dataset}. Produce them with `python -m "
-                       f"recbole_bbqrec.ablation --dataset={dataset}` (or `python "
+                       f"recbole_bbqrec.experiments.ablation --dataset={dataset}` (or `python "
                        f"run_recbole_bbqrec.py --model={target} --dataset={dataset} "
                        f"--run_tag=ablation-<variant> --<switch>=<value>`).\n")
     return head + "\n".join(parts)
@@ -187,7 +187,7 @@ def rows_markdown(rows: list[dict]) -> str:
             return json.dumps(value, sort_keys=True)
         return "-" if value is None else str(value)
 
-    return compare.to_markdown(columns, [[cell(row.get(c)) for c in columns] for row in rows])
+    return tables.to_markdown(columns, [[cell(row.get(c)) for c in columns] for row in rows])
 
 
 def json_tables_section(title: str, pattern: str, folder: str, out_dir: str, how: str) -> str:
@@ -290,7 +290,7 @@ def build_report(dataset: str, results_dir: str = "results", out_dir: str = "rep
     os.makedirs(out_dir, exist_ok=True)
     sections = [
         f"# {dataset}: recbole_bbqrec results\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} "
-        f"from `{folder}` by `python -m recbole_bbqrec.report --dataset={dataset}`.\n",
+        f"from `{folder}` by `python -m recbole_bbqrec.experiments.report --dataset={dataset}`.\n",
         skipped_section(scan),
         protocol_section(records),
         overall_section(records, dataset, target, out_dir),

@@ -11,9 +11,9 @@ counts), validating along the way, tests each at its best validation, then write
 All runs of one comparison carry ``run_tag: budget<m>m`` (variants ``budget<m>m-<name>``),
 so tables and later checks find them.
 
-    python -m recbole_bbqrec.budget_compare --dataset=Beauty --minutes=20
-    python -m recbole_bbqrec.budget_compare --dataset=Beauty --minutes=20 --variants=no_id
-    python -m recbole_bbqrec.budget_compare --dataset=Beauty --minutes=20 --plot_only
+    python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20
+    python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20 --variants=no_id
+    python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20 --plot_only
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ import subprocess
 import sys
 import time
 
-from recbole_bbqrec import compare
+from recbole_bbqrec.experiments import tables
 from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.budget import curve_points
 from recbole_bbqrec.results import load_results
+from recbole_bbqrec.utils import repo_root
 
 DEFAULT_MODELS = ("SASRec", "TIGER", "BBQRec")
 DEFAULT_FILES = ("properties/overrides/cpu_budget.yaml",)
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "run_recbole_bbqrec.py")
+RUNNER = os.path.join(repo_root(), "run_recbole_bbqrec.py")
 
 
 def budget_tag(minutes: float) -> str:
@@ -43,7 +43,7 @@ def budget_tag(minutes: float) -> str:
 
 def variant_flags(dataset: str, names: list[str], files: list[str], extra: list[str]) -> dict:
     """BBQRec ablation variants (``properties/ablations.yaml``) -> {name: [--key=value ...]}."""
-    from recbole_bbqrec.ablation import (base_config, dataset_modalities, expand_variants,
+    from recbole_bbqrec.experiments.ablation import (base_config, dataset_modalities, expand_variants,
                                          full_signals, load_variant_specs, select_variants)
 
     config = base_config("BBQRec", dataset, files, None, extra)
@@ -99,27 +99,27 @@ def budget_records(results_dir: str, dataset: str, tag: str) -> list[dict]:
     for record in load_results(folder) if os.path.isdir(folder) else []:
         run_tag = str((record.get("config") or {}).get("run_tag") or "")
         if pattern.match(run_tag) and record.get("status", "ok") == "ok" and record.get("test"):
-            latest[compare.label_of(record)] = record  # load_results is oldest first
+            latest[tables.label_of(record)] = record  # load_results is oldest first
     return list(latest.values())
 
 
 def budget_table(records: list[dict], tag: str, target: str = "BBQRec") -> str:
     """Markdown: one row per run, the target's paired p-values against each other row."""
-    target_record = next((r for r in records if compare.label_of(r) == f"{target}-{tag}"), None)
-    header = ["run", *[compare.metric_name(m) for m in METRICS], "valid N@10", "stage 1 min",
+    target_record = next((r for r in records if tables.label_of(r) == f"{target}-{tag}"), None)
+    header = ["run", *[tables.metric_name(m) for m in METRICS], "valid N@10", "stage 1 min",
               "training min", "epochs", f"p {target} vs row (R@10 / N@10)"]
     rows = []
     for r in records:
         budget = r.get("budget") or {}
         p_cells = "-"
         if target_record is not None and r is not target_record:
-            ps = [compare.paired_pvalue(target_record, r, m)[0] for m in ("recall@10", "ndcg@10")]
-            p_cells = " / ".join(compare._fmt_p(p) for p in ps)
-        rows.append([compare.label_of(r), *[compare._fmt(r["test"].get(m)) for m in METRICS],
-                     compare._fmt(r.get("valid", {}).get("ndcg@10")),
+            ps = [tables.paired_pvalue(target_record, r, m)[0] for m in ("recall@10", "ndcg@10")]
+            p_cells = " / ".join(tables.fmt_pvalue(p) for p in ps)
+        rows.append([tables.label_of(r), *[tables.fmt_value(r["test"].get(m)) for m in METRICS],
+                     tables.fmt_value(r.get("valid", {}).get("ndcg@10")),
                      f"{budget.get('stage1_s', 0) / 60:.1f}", f"{budget.get('train_s', 0) / 60:.1f}",
                      str(r.get("epochs_trained", "")), p_cells])
-    return compare.to_markdown(header, rows)
+    return tables.to_markdown(header, rows)
 
 
 def plot_curves(records: list[dict], path: str, title: str, metric: str = "ndcg@10") -> str:
@@ -134,12 +134,12 @@ def plot_curves(records: list[dict], path: str, title: str, metric: str = "ndcg@
         points = curve_points(r, metric)
         if points:
             ax.plot([s / 60 for s, _ in points], [v for _, v in points], marker="o",
-                    label=compare.label_of(r))
+                    label=tables.label_of(r))
     minutes = max(((r.get("budget") or {}).get("minutes") or 0) for r in records) if records else 0
     if minutes:
         ax.axvline(minutes, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("charged minutes (stage 1 + training, one core)")
-    ax.set_ylabel(f"validation {compare.metric_name(metric)}")
+    ax.set_ylabel(f"validation {tables.metric_name(metric)}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -164,7 +164,7 @@ def write_outputs(dataset: str, minutes: float, results_dir: str, out_dir: str) 
             f"and training batches on one thread (CPU seconds; see `recbole_bbqrec/budget.py`), "
             f"not validation. Curves: `{os.path.relpath(png, os.path.join(results_dir, dataset))}`."
             f"\n\n{budget_table(records, tag)}\n\nCommands:\n"
-            + "".join(f"- {compare.label_of(r)}: `{r.get('command', '')}`\n" for r in records))
+            + "".join(f"- {tables.label_of(r)}: `{r.get('command', '')}`\n" for r in records))
     md = os.path.join(results_dir, dataset, f"{tag}.md")
     atomic_write_text(md, text)
     return md, png

@@ -9,34 +9,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 
 from recbole_bbqrec.atomic_io import atomic_path
+from recbole_bbqrec.experiments.search_space import load_space, parse_number, trial_params
 
 VALID_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 TARGET_METRIC = "ndcg@10"
-
-
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def parse_number(value):
-    """A number written as text (YAML 1.1 reads ``1e-4`` as a string; CSV cells are text)
-    becomes an int or float; anything else is returned unchanged."""
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        return int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
-    return value
-
-
-POINT_KEY = "point"  # one_at_a_time spaces: the whole trial config lives under this key
-
-
-def trial_params(trial_config: dict) -> dict:
-    """The searched values of one trial, flat (undoes the one_at_a_time nesting)."""
-    if POINT_KEY in trial_config and isinstance(trial_config[POINT_KEY], dict):
-        rest = {k: v for k, v in trial_config.items() if k != POINT_KEY}
-        return {**trial_config[POINT_KEY], **rest}
-    return dict(trial_config)
 
 
 def trial_row(result, space) -> dict:
@@ -159,8 +137,6 @@ def replot(output_dir: str) -> str | None:
     """Redraw ``sweep.png`` of a finished search from its ``trials.csv`` and ``sweep.json``."""
     import json
 
-    from recbole_bbqrec.tune import load_space
-
     with open(os.path.join(output_dir, "sweep.json"), encoding="utf-8") as f:
         summary = json.load(f)
     space = load_space(summary["space"])
@@ -173,6 +149,6 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m recbole_bbqrec.sweep_results <search output dir> "
+        sys.exit("usage: python -m recbole_bbqrec.experiments.sweep_results <search output dir> "
                  "(redraws its sweep.png from trials.csv and sweep.json)")
     print(replot(sys.argv[1]))
