@@ -31,7 +31,7 @@ from recbole_bbqrec.quick_start import build_config  # noqa: E402
 from recbole_bbqrec.stage1 import (artifact_paths, build_tokenizer, stage1_identity,  # noqa: E402
                                    standardize, training_sequences)
 from recbole_bbqrec.tokenizers.diagnostics import code_predictability  # noqa: E402
-from recbole_bbqrec.tokenizers.trainer import load_checkpoint  # noqa: E402
+from recbole_bbqrec.tokenizers.trainer import load_tokenizer_checkpoint  # noqa: E402
 from recbole_bbqrec.utils import create_dataset  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     features = {m: standardize(dataset.item_features(m)[0][1:], masks[m]) for m in masks}
     tokenizer = build_tokenizer(config, n_items, {m: f.shape[1] for m, f in features.items()})
     tokenizer.set_features(features, masks)
-    load_checkpoint(artifact_paths(dataset, sid_hash)["checkpoint"], tokenizer)
+    load_tokenizer_checkpoint(artifact_paths(dataset, sid_hash)["checkpoint"], tokenizer)
     tokenizer.eval()
     sequences = [seq - 1 for seq in training_sequences(dataset)]
     n_codes = config["codebook_size"]

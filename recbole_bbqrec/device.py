@@ -17,7 +17,7 @@ torch refuses for a CPU model; ``ddp_factory`` passes ``device_ids`` only for a 
 turns buffer broadcasting off (RecBole calls the wrapper once per step to register its hooks,
 which would copy every buffer, e.g. BBQRec's [n_items, L, S] code table, from rank 0 each
 step; the buffers are built identically on every rank). The wrapper is only RecBole's hook
-carrier: ``self.model`` stays the plain model, so custom attributes (``active_beam_size``,
+carrier: ``self.model`` stays the plain model, so custom attributes (``decoding``,
 ``prefix_index`` ...) need no ``.module``.
 """
 

@@ -13,7 +13,7 @@ Loading rebuilds the run's ``Config`` from the plain config stored in the result
 same dict the checkpoint carries): only the keys whose value differs from a fresh default
 config are passed, as ``config_dict`` (never argv), and the rebuilt values are checked against
 the recorded ones. The dataset is rebuilt from its atomic files (``create_dataset``, never
-unpickled), the checkpoint is read weights-only (``trainer.load_checkpoint``) and, for models
+unpickled), the checkpoint is read weights-only (``trainer.load_model_checkpoint``) and, for models
 with semantic IDs, checked against the IDs this config resolves to (``check_checkpoint_meta``).
 Works for any RecBole sequential model (``full_sort_predict`` on RecBole's Interaction).
 
@@ -34,7 +34,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_bbqrec.config import Config, to_plain
-from recbole_bbqrec.trainer import load_checkpoint, load_model_weights
+from recbole_bbqrec.trainer import load_model_checkpoint, load_model_weights
 from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, repo_root
 
 # Final-config keys RecBole derives itself (passing them back would be wrong or warned about),
@@ -96,7 +96,7 @@ def _resolve(path: str, base_dirs: list[str]) -> str:
         candidate = os.path.join(base, path)
         if os.path.isfile(candidate):
             return candidate
-    return path  # load_checkpoint names the missing file
+    return path  # load_model_checkpoint names the missing file
 
 
 class Recommender:
@@ -143,7 +143,7 @@ class Recommender:
     @classmethod
     def from_checkpoint(cls, path: str, overrides: dict | None = None) -> "Recommender":
         """From a weights-only checkpoint (``saved/*.pth``): its own plain config is used."""
-        plain = load_checkpoint(path).get("config")
+        plain = load_model_checkpoint(path).get("config")
         if not isinstance(plain, dict) or "model" not in plain:
             raise ValueError(f"{path} carries no plain config; load it via its results JSON.")
         return cls(_rebuild_config(plain, overrides), path)
@@ -207,15 +207,11 @@ class Recommender:
         ``k`` (or one plus the excluded history) widens the beam for this call only.
         """
         model = self.model
-        if not (hasattr(model, "active_beam_size") and hasattr(model, "max_topk")):
+        if not hasattr(model, "decoding"):
             return model.full_sort_predict(batch)
-        saved = model.active_beam_size, model.max_topk
-        model.max_topk = max(model.max_topk, needed)
-        model.active_beam_size = max(model.beam_size, model.max_topk)
-        try:
+        topk = max(model.max_topk, needed)
+        with model.decoding(beam_size=max(model.beam_size, topk), topk=topk):
             return model.full_sort_predict(batch)
-        finally:
-            model.active_beam_size, model.max_topk = saved
 
 
 def load_titles(config, tokens: set[str]) -> dict[str, str]:

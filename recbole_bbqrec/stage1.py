@@ -156,9 +156,9 @@ def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=No
 def sequential_item_embeddings(path: str, n_items: int):
     """Item embeddings [n_items, h] of a trained sequential model's weights-only checkpoint
     (RecBole's SASRec / GRU4Rec ...: ``item_embedding.weight``, row 0 the padding)."""
-    from recbole_bbqrec.trainer import load_checkpoint
+    from recbole_bbqrec.trainer import load_model_checkpoint
 
-    state = load_checkpoint(path)["state_dict"]
+    state = load_model_checkpoint(path)["state_dict"]
     weight = state.get("item_embedding.weight")
     if weight is None or weight.shape[0] != n_items + 1:
         raise ValueError(f"{path} has no item_embedding.weight for {n_items} items + padding "

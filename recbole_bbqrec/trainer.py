@@ -32,7 +32,7 @@ class TrainingDivergedError(ValueError):
     """The training loss became NaN/Inf; the last good checkpoint is left untouched."""
 
 
-def load_checkpoint(path: str, device="cpu") -> dict:
+def load_model_checkpoint(path: str, device="cpu") -> dict:
     """Load a checkpoint with ``weights_only=True``.
 
     Three failures, three messages: a file that is not a checkpoint at all (truncated, random
@@ -78,7 +78,7 @@ def load_model_weights(model, checkpoint_file: str, device="cpu") -> dict:
     """Load a weights-only checkpoint into ``model`` after the identity checks (its model
     class, then the model's own ``check_checkpoint_meta``, e.g. BBQRec's semantic-ID hash);
     returns the checkpoint."""
-    checkpoint = load_checkpoint(checkpoint_file, device)
+    checkpoint = load_model_checkpoint(checkpoint_file, device)
     check_checkpoint_model(checkpoint, model, checkpoint_file)
     check = getattr(model, "check_checkpoint_meta", None)
     if callable(check):
@@ -238,25 +238,24 @@ class BBQRecTrainer(SafeTrainer):
         return super()._build_optimizer(**kwargs)
 
     def _valid_epoch(self, valid_data, show_progress=False):
-        self.model.active_beam_size = self.model.valid_beam_size
-        try:
+        with self.model.decoding(beam_size=self.model.valid_beam_size):
             return super()._valid_epoch(valid_data, show_progress=show_progress)
-        finally:
-            self.model.active_beam_size = self.model.beam_size
-
-
-TIGERTrainer = BBQRecTrainer
 
 
 def get_trainer(model_type, model_name: str):
     """Return the trainer class for a model, always with safe (weights-only) checkpoints.
 
-    Plugin trainers (``<Model>Trainer`` in this module) come first. RecBole's own trainers
-    pickle the whole ``Config`` into their checkpoints, which torch>=2.6 refuses to load with
-    ``weights_only=True``; they are returned wrapped in ``SafeCheckpointMixin`` so the
-    checkpoint holds only tensors and plain data.
+    A plugin trainer (``<Class>Trainer`` in this module) found along the model class's MRO
+    comes first (TIGER, a BBQRec subclass, trains with ``BBQRecTrainer``). RecBole's own
+    trainers pickle the whole ``Config`` into their checkpoints, which torch>=2.6 refuses to
+    load with ``weights_only=True``; they are returned wrapped in ``SafeCheckpointMixin`` so
+    the checkpoint holds only tensors and plain data.
     """
-    plugin_class = globals().get(model_name + "Trainer")
-    if isinstance(plugin_class, type) and issubclass(plugin_class, SafeTrainer):
-        return plugin_class
+    import sys
+
+    from recbole_bbqrec.utils import get_model, plugin_class_for
+
+    found = plugin_class_for(get_model(model_name), sys.modules[__name__], "Trainer")
+    if found is not None and issubclass(found, SafeCheckpointMixin):
+        return found
     return make_safe(recbole_get_trainer(model_type, model_name))

@@ -16,7 +16,6 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import init_seed
 
 PLUGIN_MODEL_PACKAGES = ["recbole_bbqrec.model.sequential_recommender"]
-PLUGIN_MODELS = ["BBQRec", "TIGER", "SASRecBCE", "GRU4RecF", "SASRecF", "NOVA"]
 # RecBole's get_model walks these too, but stops with an ImportError on exlib_recommender
 # (optional lightgbm/xgboost) before it can say that a name is unknown.
 RECBOLE_MODEL_SUBMODULES = ["general_recommender", "context_aware_recommender",
@@ -77,17 +76,44 @@ def get_model(model_name: str):
             disable_anomaly_detection()
             return model_class
     raise ValueError(f"`model_name` [{model_name}] is neither a recbole_bbqrec model "
-                     f"({', '.join(PLUGIN_MODELS)}) nor a RecBole model.")
+                     f"({', '.join(plugin_model_names())}) nor a RecBole model.")
+
+
+def plugin_model_names() -> list[str]:
+    """The model classes this plugin defines, one per module of its model packages."""
+    import pkgutil
+
+    names = []
+    for package in PLUGIN_MODEL_PACKAGES:
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            module = importlib.import_module(f"{package}.{info.name}")
+            names += [name for name, value in vars(module).items()
+                      if isinstance(value, type) and name.lower() == info.name
+                      and value.__module__ == module.__name__]
+    return sorted(names)
+
+
+def plugin_class_for(model_class: type, module, suffix: str) -> type | None:
+    """The first ``<Class>{suffix}`` in ``module`` along ``model_class``'s MRO, so a subclass
+    of BBQRec gets BBQRec's dataset and trainer without registering anything."""
+    for cls in model_class.__mro__:
+        found = getattr(module, cls.__name__ + suffix, None)
+        if isinstance(found, type):
+            return found
+    return None
 
 
 def get_dataset_class(config):
-    """The dataset class for ``config['model']``: plugin, then RecBole, then by model type."""
+    """The dataset class for ``config['model']``: the plugin's along the model's MRO, then
+    RecBole's by name, then by model type."""
     plugin_module = importlib.import_module("recbole_bbqrec.data.dataset")
     recbole_module = importlib.import_module("recbole.data.dataset")
+    found = plugin_class_for(get_model(config["model"]), plugin_module, "Dataset")
+    if found is not None:
+        return found
     name = config["model"] + "Dataset"
-    for module in (plugin_module, recbole_module):
-        if hasattr(module, name):
-            return getattr(module, name)
+    if hasattr(recbole_module, name):
+        return getattr(recbole_module, name)
     type2class = {
         ModelType.GENERAL: "Dataset",
         ModelType.SEQUENTIAL: "SequentialDataset",

@@ -101,12 +101,12 @@ def test_ids_from_another_item_set_are_refused(bbqrec_record, ml100k_root, tmp_p
 def test_checkpoint_from_other_ids_is_refused(bbqrec_record, ml100k_root, tmp_path):
     import torch
 
-    from recbole_bbqrec.trainer import load_checkpoint, load_model_weights
+    from recbole_bbqrec.trainer import load_model_checkpoint, load_model_weights
 
     # Through the load path every user of a checkpoint takes (trainer, recommend).
     model, _config, _dataset = _built_model(ml100k_root, tmp_path)
     load_model_weights(model, bbqrec_record["checkpoint"])  # its own IDs: accepted
-    checkpoint = load_checkpoint(bbqrec_record["checkpoint"])
+    checkpoint = load_model_checkpoint(bbqrec_record["checkpoint"])
     assert checkpoint["meta"]["sid_hash"] == model.sid_hash
     checkpoint["meta"]["sid_hash"] = "0123456789ab"  # as if trained on other semantic IDs
     other = tmp_path / "other.pth"

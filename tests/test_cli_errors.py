@@ -14,7 +14,7 @@ from recbole_bbqrec.experiments import ablation, compare, report
 from recbole_bbqrec.cli import run_cli
 from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.preprocess import __main__ as preprocess_cli
-from recbole_bbqrec.trainer import load_checkpoint, load_model_weights
+from recbole_bbqrec.trainer import load_model_checkpoint, load_model_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run_recbole_bbqrec.py and run_hyper.py live at the root
@@ -43,9 +43,9 @@ def test_truncated_or_random_checkpoint_is_corrupt_not_unpickling(saved_checkpoi
     noise.write_bytes(os.urandom(4096))
     for path in (truncated, noise):
         with pytest.raises(CheckpointError, match="corrupt or not a checkpoint") as caught:
-            load_checkpoint(str(path))
+            load_model_checkpoint(str(path))
         assert "unpickl" not in str(caught.value)
-    assert load_checkpoint(saved_checkpoint)["config"]["model"] == "GRU4Rec"
+    assert load_model_checkpoint(saved_checkpoint)["config"]["model"] == "GRU4Rec"
 
 
 def test_checkpoint_of_another_model_names_both(saved_checkpoint):

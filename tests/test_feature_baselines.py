@@ -7,7 +7,7 @@ import torch
 from recbole_bbqrec.modules.dense_features import DenseItemFeatures, RecBoleFeatureSeqAdapter
 from recbole_bbqrec.modules.nova_attention import NonInvasiveLayer, SideInfoFusion
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.trainer import load_checkpoint
+from recbole_bbqrec.trainer import load_model_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -108,7 +108,7 @@ def test_one_epoch_on_ml100k_with_features(model, ml100k_root, tmp_path):
     assert set(test) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
     # better than random ranking of 1,349 items (10 / 1349 = 0.0074)
     assert test["recall@10"] > 0.015
-    state = load_checkpoint(record["checkpoint"])["state_dict"]
+    state = load_model_checkpoint(record["checkpoint"])["state_dict"]
     feature_keys = [k for k in state if "projections" in k]
     assert feature_keys, "the feature projections must be trained and saved"
     assert not any("table_" in k for k in state), "the frozen matrices must not be saved"

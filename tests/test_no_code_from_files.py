@@ -15,7 +15,7 @@ from recbole_bbqrec.config import Config, literal_value
 from recbole_bbqrec.errors import ConfigError
 from recbole_bbqrec.quick_start import run
 from recbole_bbqrec.recommend import Recommender, main
-from recbole_bbqrec.trainer import load_checkpoint
+from recbole_bbqrec.trainer import load_model_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -84,7 +84,7 @@ def test_results_json_with_a_payload_never_runs_it(sasrec_record, in_tmp, capsys
 
 
 def test_checkpoint_with_a_payload_never_runs_it(sasrec_record, in_tmp):
-    checkpoint = load_checkpoint(sasrec_record["checkpoint"])
+    checkpoint = load_model_checkpoint(sasrec_record["checkpoint"])
     checkpoint["config"]["text_model"] = PAYLOAD
     checkpoint["config"]["run_tag"] = PAYLOAD
     path = in_tmp / "evil.pth"

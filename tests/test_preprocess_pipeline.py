@@ -12,7 +12,7 @@ import pytest
 
 from recbole_bbqrec.data.item_features import align_to_recbole, load_item_features
 from recbole_bbqrec.preprocess import dataset_ready, preprocess_dataset
-from recbole_bbqrec.preprocess import features as features_module
+from recbole_bbqrec.preprocess import text_encoders as features_module
 from recbole_bbqrec.preprocess import layout
 from recbole_bbqrec.preprocess.__main__ import main as cli_main
 from recbole_bbqrec.atomic_io import atomic_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recbole_bbqrec.preprocess.features import default_text_model, embed_texts_cached, make_text_encoder
+from recbole_bbqrec.preprocess.text_encoders import default_text_model, embed_texts_cached, make_text_encoder
 
 
 def test_minilm_embeds_offline_and_similar_titles_are_closer(tmp_path, monkeypatch):

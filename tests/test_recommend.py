@@ -122,9 +122,9 @@ def test_cli_prints_table_and_unknown(records, capsys):
 
 
 def test_checkpoint_from_other_semantic_ids_is_refused(records, tmp_path):
-    from recbole_bbqrec.trainer import load_checkpoint
+    from recbole_bbqrec.trainer import load_model_checkpoint
 
-    checkpoint = load_checkpoint(records["BBQRec"]["checkpoint"])
+    checkpoint = load_model_checkpoint(records["BBQRec"]["checkpoint"])
     assert Recommender.from_checkpoint(records["BBQRec"]["checkpoint"]).model.sid_hash == \
         checkpoint["meta"]["sid_hash"]
     checkpoint["meta"]["sid_hash"] = "0123456789ab"

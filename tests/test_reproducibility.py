@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.trainer import load_checkpoint
+from recbole_bbqrec.trainer import load_model_checkpoint
 from recbole_bbqrec.utils import init_seed_and_determinism
 
 # Stage 1 (with its k-means refit after epoch 1) and one stage-2 epoch, small enough to run
@@ -84,7 +84,7 @@ def run_once(data_root: str, work) -> dict:
     with open(sid, "rb") as f:
         record["sid_bytes"] = f.read()
     record["zq_array"] = np.load(zq)
-    record["weights"] = load_checkpoint(record["checkpoint"])["state_dict"]
+    record["weights"] = load_model_checkpoint(record["checkpoint"])["state_dict"]
     with np.load(record["result_file"].replace(".json", ".users.npz")) as users:
         record["per_user"] = {k: users[k] for k in users.files}
     return record

@@ -12,7 +12,7 @@ import torch
 from recbole_bbqrec.experiments import compare
 from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.trainer import TrainingDivergedError, load_checkpoint
+from recbole_bbqrec.trainer import TrainingDivergedError, load_model_checkpoint
 
 SMALL_SASREC = {"n_layers": 1, "n_heads": 1, "hidden_size": 32, "inner_size": 64}
 
@@ -63,12 +63,12 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     torch.save({"config": Fraction(1, 3), "state_dict": {}}, path,
                pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(CheckpointError, match="weights-only"):
-        load_checkpoint(str(path))
+        load_model_checkpoint(str(path))
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_checkpoint(str(tmp_path / "nope.pth"))
+        load_model_checkpoint(str(tmp_path / "nope.pth"))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(sasrec_record, ml100k_root, tmp_path):
@@ -129,7 +129,7 @@ def test_resume_checkpoint_continues_after_the_saved_epoch(sasrec_record, ml100k
     resumed = str(tmp_path / "resumed.pth")
     with open(sasrec_record["checkpoint"], "rb") as src, open(resumed, "wb") as dst:
         dst.write(src.read())  # fit() overwrites the file it resumed from
-    saved = load_checkpoint(resumed)
+    saved = load_model_checkpoint(resumed)
     trainer.resume_checkpoint(resumed)
     assert trainer.start_epoch == saved["epoch"] + 1 == 1
     assert trainer.best_valid_score == saved["best_valid_score"]

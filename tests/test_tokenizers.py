@@ -15,7 +15,7 @@ from recbole_bbqrec.tokenizers.rqvae import RQVAETokenizer
 from recbole_bbqrec.tokenizers.semantic_ids import CollisionError
 from recbole_bbqrec.tokenizers.collaborative import cooccurrence_embeddings
 from recbole_bbqrec.tokenizers.diagnostics import code_predictability
-from recbole_bbqrec.tokenizers.trainer import (TokenizerTrainer, load_checkpoint, seed_everything,
+from recbole_bbqrec.tokenizers.trainer import (TokenizerTrainer, load_tokenizer_checkpoint, seed_everything,
                                                sequence_batches, user_sequences)
 
 ML100K = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
@@ -223,7 +223,7 @@ def test_trainer_same_seed_same_ids_and_checkpoint(ml100k, tmp_path):
     assert 0.0 <= first.best_valid <= 1.0 and first.epochs_run == 2
     assert set(first.code_usage) == {"shared"} and len(first.code_usage["shared"]) == 2
     # the checkpoint is weights only and restores the best state
-    meta = load_checkpoint(tmp_path / "stage1.pth", tok)
+    meta = load_tokenizer_checkpoint(tmp_path / "stage1.pth", tok)
     assert meta["signals"] == ["id", "text", "genre"] and meta["metric"] == "recall@10"
 
 

@@ -86,9 +86,11 @@ class MultiModalSequentialDataset(SequentialDataset):
 
 
 class BBQRecDataset(MultiModalSequentialDataset):
-    """Dataset of the generative models (BBQRec, TIGER): features for stage 1."""
+    """Dataset of the generative models (BBQRec and its subclasses, e.g. TIGER, found along
+    the model's MRO): features for stage 1."""
 
 
-TIGERDataset = BBQRecDataset
-# The feature-fused baselines read the same matrices (``feature_matrices``).
+# The feature-fused baselines read the same matrices (``feature_matrices``). They share no
+# plugin base class (NOVA extends RecBole's BERT4Rec, the others RecBole's classes of the
+# same name), so each is named here.
 GRU4RecFDataset = SASRecFDataset = NOVADataset = MultiModalSequentialDataset

@@ -10,7 +10,7 @@ import numpy as np
 
 from recbole_bbqrec.preprocess.amazon2014 import read_meta, read_ratings_csv, read_reviews
 from recbole_bbqrec.preprocess.errors import LowCoverageError
-from recbole_bbqrec.preprocess.features import embed_texts_cached, make_text_encoder
+from recbole_bbqrec.preprocess.text_encoders import embed_texts_cached, make_text_encoder
 from recbole_bbqrec.preprocess.image_features import AMAZON_IMAGE_DIM, read_image_features
 from recbole_bbqrec.preprocess.kcore import kcore_filter
 from recbole_bbqrec.preprocess.layout import KNOWN_MODALITIES, dataset_dir, write_dataset

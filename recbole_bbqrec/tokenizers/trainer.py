@@ -134,7 +134,7 @@ def save_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer, meta: dic
     atomic_torch_save({"state_dict": tokenizer.state_dict(), "meta": meta}, path)
 
 
-def load_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer) -> dict:
+def load_tokenizer_checkpoint(path: str | os.PathLike, tokenizer: ItemTokenizer) -> dict:
     """Loads weights into tokenizer (weights_only, no pickled objects); returns the metadata."""
     blob = torch.load(path, map_location=tokenizer.device, weights_only=True)
     tokenizer.load_state_dict(blob["state_dict"])

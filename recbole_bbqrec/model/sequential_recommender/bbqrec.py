@@ -13,6 +13,8 @@ Reference: Behavior-Bind Quantization for Multi-Modal Sequential Recommendation
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
@@ -59,7 +61,7 @@ class BBQRec(SequentialRecommender):
             if beam < self.max_topk:
                 raise ValueError(f"{name}={beam} is smaller than max(topk)={self.max_topk}: a "
                                  f"beam search cannot rank more items than it keeps.")
-        self.active_beam_size = self.beam_size
+        self.active_beam_size = self.beam_size  # changed only for a block: ``decoding``
 
         # semantic IDs aligned to RecBole's internal ids (row 0 = padding)
         item_codes, item_zq, self.sid_hash = load_semantic_ids(config, dataset)
@@ -97,10 +99,10 @@ class BBQRec(SequentialRecommender):
     @staticmethod
     def _stage1_codebooks(config, dataset) -> torch.Tensor:
         from recbole_bbqrec.stage1 import stage1_identity
-        from recbole_bbqrec.trainer import load_checkpoint
+        from recbole_bbqrec.trainer import load_model_checkpoint
 
         path = artifact_paths(dataset, stage1_identity(config, dataset)[0])["checkpoint"]
-        books = load_checkpoint(path)["state_dict"]["quantizer.codebooks"]  # [sets, L, N, D]
+        books = load_model_checkpoint(path)["state_dict"]["quantizer.codebooks"]  # [sets, L, N, D]
         return books[0] if books.shape[0] == 1 else books.transpose(0, 1)
 
     # ------------------------------------------------------------------ inputs
@@ -134,6 +136,23 @@ class BBQRec(SequentialRecommender):
         rows = torch.arange(items.shape[0], device=items.device)[:, None].expand_as(items)
         out[rows[valid], items[valid] + 1] = scores[valid]
         return out
+
+    @contextlib.contextmanager
+    def decoding(self, beam_size: int | None = None, topk: int | None = None):
+        """Decode with ``beam_size`` beams and rank ``topk`` items inside the block (None keeps
+        the current value); the previous values come back on exit, also after an error.
+        Validation uses the cheaper ``valid_beam_size``; ``recommend.py`` a wider beam for a
+        larger k."""
+        saved = self.active_beam_size, self.max_topk
+        beam, ranked = beam_size or self.active_beam_size, topk or self.max_topk
+        if beam < ranked:
+            raise ValueError(f"beam_size={beam} is smaller than topk={ranked}: a beam search "
+                             f"cannot rank more items than it keeps.")
+        self.active_beam_size, self.max_topk = beam, ranked
+        try:
+            yield self
+        finally:
+            self.active_beam_size, self.max_topk = saved
 
     # ------------------------------------------------------------------ training
     def optimizer_groups(self, learning_rate: float) -> list[dict]:
