@@ -28,9 +28,9 @@ from recbole.data import data_preparation  # noqa: E402
 
 from recbole_bbqrec.modules.quantizer import squared_distances  # noqa: E402
 from recbole_bbqrec.quick_start import build_config  # noqa: E402
-from recbole_bbqrec.stage1 import (artifact_paths, build_tokenizer, stage1_identity,  # noqa: E402
-                                   standardize, training_sequences)
 from recbole_bbqrec.tokenizers.diagnostics import code_predictability  # noqa: E402
+from recbole_bbqrec.tokenizers.stage1 import (artifact_paths, build_tokenizer,  # noqa: E402
+                                              stage1_identity, standardize, training_sequences)
 from recbole_bbqrec.tokenizers.trainer import load_tokenizer_checkpoint  # noqa: E402
 from recbole_bbqrec.utils import create_dataset  # noqa: E402
 

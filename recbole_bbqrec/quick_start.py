@@ -54,7 +54,7 @@ def check_not_stale(name: str, out_dir: str, raw_dir: str | None,
     ``--stage=preprocess`` rebuilds it."""
     import json
 
-    from recbole_bbqrec.preprocess.layout import dataset_dir, output_file
+    from recbole_bbqrec.layout import dataset_dir, output_file
     from recbole_bbqrec.preprocess.locate import locate_source
     from recbole_bbqrec.preprocess.provenance import describe_stale, stale_reasons
 
@@ -113,11 +113,11 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
 
     record = {"model": config["model"], "label": run_label(config), "dataset": config["dataset"],
               "command": command_line()}
-    stage1 = getattr(model_class, "prepare_stage1", None)
+    stage1 = getattr(train_data._dataset, "prepare_stage1", None)
     if callable(stage1):  # generative models: semantic IDs first (cached by config hash)
         t0 = time.time()
         with distributed.rank_zero_first(config):  # under --nproc: trained once, on rank 0
-            record["stage1"] = stage1(config, train_data._dataset)
+            record["stage1"] = stage1()
         record["stage1_s"] = round(time.time() - t0, 2)
         if config["stage"] == "tokenizer":
             return record

@@ -13,7 +13,7 @@ Loading rebuilds the run's ``Config`` from the plain config stored in the result
 same dict the checkpoint carries): only the keys whose value differs from a fresh default
 config are passed, as ``config_dict`` (never argv), and the rebuilt values are checked against
 the recorded ones. The dataset is rebuilt from its atomic files (``create_dataset``, never
-unpickled), the checkpoint is read weights-only (``trainer.load_model_checkpoint``) and, for models
+unpickled), the checkpoint is read weights-only (``checkpoints.load_model_checkpoint``) and, for models
 with semantic IDs, checked against the IDs this config resolves to (``check_checkpoint_meta``).
 Works for any RecBole sequential model (``full_sort_predict`` on RecBole's Interaction).
 
@@ -33,8 +33,8 @@ from logging import getLogger
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_bbqrec.checkpoints import load_model_checkpoint, load_model_weights
 from recbole_bbqrec.config import Config, to_plain
-from recbole_bbqrec.trainer import load_model_checkpoint, load_model_weights
 from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, repo_root
 
 # Final-config keys RecBole derives itself (passing them back would be wrong or warned about),

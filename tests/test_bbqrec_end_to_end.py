@@ -82,9 +82,8 @@ def test_beam_smaller_than_topk_is_a_config_error(bbqrec_record, ml100k_root, tm
 
 
 def test_ids_from_another_item_set_are_refused(bbqrec_record, ml100k_root, tmp_path):
-    from recbole_bbqrec.stage1 import load_semantic_ids
-
     model, config, dataset = _built_model(ml100k_root, tmp_path)
+    dataset._stage1_cache.pop("ids")  # read the file again
     sid_path = os.path.join(config["data_path"], f"ml-100k.{model.sid_hash}.sid")
     lines = open(sid_path).read().splitlines()
     backup = sid_path + ".bak"
@@ -93,7 +92,7 @@ def test_ids_from_another_item_set_are_refused(bbqrec_record, ml100k_root, tmp_p
         with open(sid_path, "w") as f:
             f.write("\n".join(lines[:-3]) + "\n")  # three items lose their IDs
         with pytest.raises(ValueError, match=model.sid_hash):
-            load_semantic_ids(config, dataset)
+            dataset.semantic_ids()
     finally:
         os.replace(backup, sid_path)
 
@@ -101,7 +100,7 @@ def test_ids_from_another_item_set_are_refused(bbqrec_record, ml100k_root, tmp_p
 def test_checkpoint_from_other_ids_is_refused(bbqrec_record, ml100k_root, tmp_path):
     import torch
 
-    from recbole_bbqrec.trainer import load_model_checkpoint, load_model_weights
+    from recbole_bbqrec.checkpoints import load_model_checkpoint, load_model_weights
 
     # Through the load path every user of a checkpoint takes (trainer, recommend).
     model, _config, _dataset = _built_model(ml100k_root, tmp_path)
@@ -171,3 +170,30 @@ def _built_model(ml100k_root, tmp_path):
     train_data, _valid, _test = data_preparation(config, dataset)
     model = get_model("BBQRec")(config, train_data._dataset)
     return model, config, train_data._dataset
+
+
+def test_stage1_exports_its_codebooks_and_older_caches_fall_back_to_the_checkpoint(
+        bbqrec_record, ml100k_root, tmp_path):
+    import numpy as np
+    import torch
+
+    _model, _config, dataset = _built_model(ml100k_root, tmp_path)
+    files = dataset.stage1_files()
+    in_checkpoint = torch.load(files["checkpoint"], weights_only=True)["state_dict"]
+    exported = np.load(files["codebooks"])                  # [sets, L, N, D]
+    assert np.array_equal(exported, in_checkpoint["quantizer.codebooks"].numpy())
+    books = dataset.stage1_codebooks()                       # as the generator inherits them
+    assert books.shape[0] == exported.shape[1]  # [L, ...]: the set axis is gone or moved
+    moved = {kind: str(tmp_path / f"{kind}.bak") for kind in ("codebooks", "checkpoint")}
+    try:
+        os.replace(files["codebooks"], moved["codebooks"])  # IDs cached before the file existed
+        dataset._stage1_cache.pop("codebooks")
+        assert torch.equal(dataset.stage1_codebooks(), books)
+        os.replace(files["checkpoint"], moved["checkpoint"])
+        dataset._stage1_cache.pop("codebooks")
+        with pytest.raises(FileNotFoundError, match="--stage=tokenizer"):
+            dataset.stage1_codebooks()
+    finally:
+        for kind, backup in moved.items():
+            if os.path.exists(backup):
+                os.replace(backup, files[kind])

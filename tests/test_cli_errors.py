@@ -14,7 +14,7 @@ from recbole_bbqrec.experiments import ablation, compare, report
 from recbole_bbqrec.cli import run_cli
 from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.preprocess import __main__ as preprocess_cli
-from recbole_bbqrec.trainer import load_model_checkpoint, load_model_weights
+from recbole_bbqrec.checkpoints import load_model_checkpoint, load_model_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run_recbole_bbqrec.py and run_hyper.py live at the root

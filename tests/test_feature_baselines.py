@@ -7,7 +7,7 @@ import torch
 from recbole_bbqrec.modules.dense_features import DenseItemFeatures, RecBoleFeatureSeqAdapter
 from recbole_bbqrec.modules.nova_attention import NonInvasiveLayer, SideInfoFusion
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.trainer import load_model_checkpoint
+from recbole_bbqrec.checkpoints import load_model_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -104,3 +104,11 @@ def test_the_training_pipeline_does_not_import_the_experiment_tools():
             todo.extend(graph[module])
     assert f"{PACKAGE}.trainer" in reached  # the walk follows the pipeline
     assert not sorted(m for m in reached if m.startswith(f"{PACKAGE}.experiments"))
+
+
+def test_the_model_reads_stage1_through_the_dataset():
+    """BBQRec takes its IDs and codebooks from the dataset: it imports neither stage 1 nor a
+    trainer or checkpoint loader."""
+    imported = import_graph()[f"{PACKAGE}.model.sequential_recommender.bbqrec"]
+    assert not imported & {f"{PACKAGE}.tokenizers.stage1", f"{PACKAGE}.trainer",
+                           f"{PACKAGE}.checkpoints", f"{PACKAGE}.tokenizers.trainer"}

@@ -15,7 +15,7 @@ from recbole_bbqrec.config import Config, literal_value
 from recbole_bbqrec.errors import ConfigError
 from recbole_bbqrec.quick_start import run
 from recbole_bbqrec.recommend import Recommender, main
-from recbole_bbqrec.trainer import load_model_checkpoint
+from recbole_bbqrec.checkpoints import load_model_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,7 +13,7 @@ import pytest
 from recbole_bbqrec.data.item_features import align_to_recbole, load_item_features
 from recbole_bbqrec.preprocess import dataset_ready, preprocess_dataset
 from recbole_bbqrec.preprocess import text_encoders as features_module
-from recbole_bbqrec.preprocess import layout
+from recbole_bbqrec.preprocess import writer
 from recbole_bbqrec.preprocess.__main__ import main as cli_main
 from recbole_bbqrec.atomic_io import atomic_path
 from recbole_bbqrec.preprocess.kcore import kcore_filter
@@ -79,7 +79,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     preprocess_dataset("Toy", str(out), str(tmp_path / "raw"), text_model="hash:8", show_progress=False)
     assert dataset_ready("Toy", str(out))
 
-    real_write_lines = layout.atomic_write_lines
+    real_write_lines = writer.atomic_write_lines
 
     def dies_while_writing_inter(target, lines):
         if str(target).endswith(".inter"):
@@ -89,7 +89,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
         real_write_lines(target, lines)
 
     (out / "Toy" / "Toy.inter").unlink()  # so only a half-written file could create it
-    monkeypatch.setattr(layout, "atomic_write_lines", dies_while_writing_inter)
+    monkeypatch.setattr(writer, "atomic_write_lines", dies_while_writing_inter)
     with pytest.raises(KeyboardInterrupt):
         preprocess_dataset("Toy", str(out), str(tmp_path / "raw"), text_model="hash:8", show_progress=False)
     folder = out / "Toy"

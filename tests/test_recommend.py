@@ -122,7 +122,7 @@ def test_cli_prints_table_and_unknown(records, capsys):
 
 
 def test_checkpoint_from_other_semantic_ids_is_refused(records, tmp_path):
-    from recbole_bbqrec.trainer import load_model_checkpoint
+    from recbole_bbqrec.checkpoints import load_model_checkpoint
 
     checkpoint = load_model_checkpoint(records["BBQRec"]["checkpoint"])
     assert Recommender.from_checkpoint(records["BBQRec"]["checkpoint"]).model.sid_hash == \

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.trainer import load_model_checkpoint
+from recbole_bbqrec.checkpoints import load_model_checkpoint
 from recbole_bbqrec.utils import init_seed_and_determinism
 
 # Stage 1 (with its k-means refit after epoch 1) and one stage-2 epoch, small enough to run

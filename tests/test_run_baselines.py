@@ -12,7 +12,8 @@ import torch
 from recbole_bbqrec.experiments import compare
 from recbole_bbqrec.errors import CheckpointError
 from recbole_bbqrec.quick_start import run
-from recbole_bbqrec.trainer import TrainingDivergedError, load_model_checkpoint
+from recbole_bbqrec.checkpoints import load_model_checkpoint
+from recbole_bbqrec.trainer import TrainingDivergedError
 
 SMALL_SASREC = {"n_layers": 1, "n_heads": 1, "hidden_size": 32, "inner_size": 64}
 

@@ -4,7 +4,7 @@ import numpy as np
 from recbole.data import data_preparation
 
 from recbole_bbqrec.config import Config
-from recbole_bbqrec.stage1 import stage1_identity, training_sequences
+from recbole_bbqrec.tokenizers.stage1 import stage1_identity, training_sequences
 from recbole_bbqrec.utils import create_dataset
 
 
@@ -54,7 +54,7 @@ def test_standardize_gives_unit_variance_and_keeps_missing_rows_zero(ml100k_root
     import torch
 
     from recbole_bbqrec.data.item_features import load_item_features
-    from recbole_bbqrec.stage1 import standardize
+    from recbole_bbqrec.tokenizers.stage1 import standardize
 
     features = load_item_features(ml100k_root, "ml-100k", "text")
     matrix = torch.from_numpy(features.matrix)
@@ -73,8 +73,8 @@ def test_id_signal_init_uses_stage1_training_items_only(ml100k_root, monkeypatch
     import numpy as np
     import pytest
 
-    from recbole_bbqrec import stage1
-    from recbole_bbqrec.stage1 import id_signal_init, stage1_identity
+    from recbole_bbqrec.tokenizers import stage1
+    from recbole_bbqrec.tokenizers.stage1 import id_signal_init, stage1_identity
 
     config = Config(model="BBQRec", dataset="ml-100k",
                     config_dict={"data_path": ml100k_root, "state": "WARNING"})
@@ -111,7 +111,7 @@ def test_ids_that_cannot_hold_the_catalogue_are_refused_before_training(ml100k_r
 
     import pytest
 
-    from recbole_bbqrec.stage1 import prepare_stage1
+    from recbole_bbqrec.tokenizers.stage1 import prepare_stage1
 
     config = Config(model="BBQRec", dataset="ml-100k", config_dict={
         "data_path": ml100k_root, "state": "WARNING", "n_levels": 1, "codebook_size": 4,

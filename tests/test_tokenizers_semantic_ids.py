@@ -1,6 +1,9 @@
+import os
+
 import numpy as np
 import pytest
 
+from recbole_bbqrec.layout import stage1_files
 from recbole_bbqrec.tokenizers.semantic_ids import (
     count_collisions,
     fingerprint_array,
@@ -10,7 +13,6 @@ from recbole_bbqrec.tokenizers.semantic_ids import (
     save_zq,
     stage1_hash,
     write_sid_file,
-    zq_path_for,
 )
 
 
@@ -81,8 +83,8 @@ def test_sid_file_round_trip_and_zq(tmp_path):
     assert np.array_equal(read_codes, codes)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
     zq = np.random.default_rng(0).random((20, 6)).astype(np.float32)
-    zq_path = zq_path_for(path)
-    assert zq_path.name == "Beauty.abc123.zq.npy"
+    zq_path = stage1_files(tmp_path, "Beauty", "abc123")["zq"]
+    assert os.path.basename(zq_path) == "Beauty.abc123.zq.npy"
     save_zq(zq_path, zq)
     assert np.array_equal(load_zq(zq_path, n_items=20), zq)
     with pytest.raises(ValueError, match="expected"):

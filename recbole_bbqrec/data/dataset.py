@@ -2,16 +2,19 @@
 
 Feature files (``<Name>.<modality>.npy`` with ``<Name>.item_ids.txt``) are keyed by raw item
 tokens; RecBole re-numbers items after filtering, so every matrix is re-ordered here to
-RecBole's internal ids (row 0 = padding) once, and cached on the dataset object.
+RecBole's internal ids (row 0 = padding) once, and cached on the dataset object. The dataset
+of the generative models also serves stage 1's artifacts (semantic IDs, quantized vectors,
+codebooks) the same way.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
+
+from recbole_bbqrec.layout import modalities_on_disk, stage1_files
+from recbole_bbqrec.tokenizers.artifacts import generator_codebooks, load_codebooks, load_semantic_ids
 
 
 class MultiModalSequentialDataset(SequentialDataset):
@@ -42,12 +45,7 @@ class MultiModalSequentialDataset(SequentialDataset):
 
     def available_modalities(self) -> list[str]:
         """Modalities with a feature matrix on disk for this dataset."""
-        prefix, found = self.dataset_name + ".", []
-        for name in sorted(os.listdir(self.feature_dir)):
-            parts = name[len(prefix):].split(".") if name.startswith(prefix) else []
-            if len(parts) == 2 and parts[1] == "npy":
-                found.append(parts[0])
-        return found
+        return modalities_on_disk(self.feature_dir, self.dataset_name)
 
     def resolve_modalities(self, chosen: list[str] | None) -> list[str]:
         """``chosen`` checked against the files on disk; None or empty = every modality found."""
@@ -87,7 +85,56 @@ class MultiModalSequentialDataset(SequentialDataset):
 
 class BBQRecDataset(MultiModalSequentialDataset):
     """Dataset of the generative models (BBQRec and its subclasses, e.g. TIGER, found along
-    the model's MRO): features for stage 1."""
+    the model's MRO): features for stage 1, then stage 1's artifacts for the model.
+
+    Everything is computed or read once per dataset and shared with its splits: the stage-1
+    identity (config hash, which fingerprints every feature matrix), the semantic IDs and
+    quantized vectors aligned to internal ids, and the codebooks.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._stage1_cache: dict = {}
+
+    def stage1_identity(self) -> tuple[str, dict]:
+        """(hash, params) of the semantic IDs this dataset's config produces."""
+        if "identity" not in self._stage1_cache:
+            from recbole_bbqrec.tokenizers.stage1 import stage1_identity
+
+            self._stage1_cache["identity"] = stage1_identity(self.config, self)
+        return self._stage1_cache["identity"]
+
+    def prepare_stage1(self) -> dict:
+        """Train (or reuse) stage 1 on this dataset, which must be the TRAINING split; returns
+        the stage-1 summary."""
+        from recbole_bbqrec.tokenizers.stage1 import prepare_stage1
+
+        return prepare_stage1(self.config, self, identity=self.stage1_identity())
+
+    def stage1_files(self) -> dict[str, str]:
+        return stage1_files(self.feature_dir, self.dataset_name, self.stage1_identity()[0])
+
+    def semantic_ids(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(codes [n_items, L, S] long, zq [n_items, Dz] float32, hash), row k = internal id k
+        (row 0, padding, zeros)."""
+        if "ids" not in self._stage1_cache:
+            sid_hash = self.stage1_identity()[0]
+            codes, zq = load_semantic_ids(self.stage1_files(), sid_hash, self.item_tokens()[1:],
+                                          int(self.config["codebook_size"]))
+            self._stage1_cache["ids"] = (codes, zq, sid_hash)
+        return self._stage1_cache["ids"]
+
+    def stage1_codebooks(self) -> torch.Tensor:
+        """The stage-1 codebooks as the generator inherits them: [L, N, D] (one shared set) or
+        [L, S, N, D] (one set per signal)."""
+        if "codebooks" not in self._stage1_cache:
+            self._stage1_cache["codebooks"] = generator_codebooks(load_codebooks(self.stage1_files()))
+        return self._stage1_cache["codebooks"]
+
+    def copy(self, new_inter_feat):
+        new = super().copy(new_inter_feat)
+        new._stage1_cache = self._stage1_cache
+        return new
 
 
 # The feature-fused baselines read the same matrices (``feature_matrices``). They share no

@@ -1,6 +1,6 @@
 """Load the per-item feature matrices written by ``python -m recbole_bbqrec.preprocess``.
 
-Files (see ``recbole_bbqrec.preprocess.layout``): ``<Name>.item_ids.txt`` (row order),
+Files (named in ``recbole_bbqrec.layout``): ``<Name>.item_ids.txt`` (row order),
 ``<Name>.<modality>.npy`` float32 [n_items, dim], ``<Name>.<modality>.mask.npy`` bool
 [n_items]. :func:`align_to_recbole` reorders the rows to RecBole's internal item ids.
 """
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from recbole_bbqrec.layout import ITEM_IDS, dataset_file, feature_suffix, mask_suffix
 
 PAD_TOKEN = "[PAD]"
 
@@ -28,7 +30,8 @@ class ItemFeatures:
 
 def _dataset_folder(data_dir: Path, name: str, modality: str) -> Path:
     """Accept both ``dataset`` (the out_dir) and ``dataset/<Name>`` (RecBole's data_path)."""
-    if (data_dir / f"{name}.{modality}.npy").is_file() or not (data_dir / name).is_dir():
+    matrix = dataset_file(data_dir, name, feature_suffix(modality))
+    if matrix.is_file() or not (data_dir / name).is_dir():
         return data_dir
     return data_dir / name
 
@@ -43,9 +46,9 @@ def load_item_features(
 ) -> ItemFeatures:
     """Read and validate one modality's matrix; every error names the file and the fix."""
     folder = _dataset_folder(Path(data_dir), name, modality)
-    ids_path = folder / f"{name}.item_ids.txt"
-    matrix_path = folder / f"{name}.{modality}.npy"
-    mask_path = folder / f"{name}.{modality}.mask.npy"
+    ids_path = dataset_file(folder, name, ITEM_IDS)
+    matrix_path = dataset_file(folder, name, feature_suffix(modality))
+    mask_path = dataset_file(folder, name, mask_suffix(modality))
     out_dir = folder.parent if folder.name == name else folder
     for path in (ids_path, matrix_path, mask_path):
         if not path.is_file():

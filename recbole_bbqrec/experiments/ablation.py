@@ -119,14 +119,11 @@ def full_signals(config, modalities: list[str]) -> list[str] | None:
 
 def dataset_modalities(config) -> list[str]:
     """The modalities stage 1 would use: the configured ones, else every feature file found."""
-    from types import SimpleNamespace
-
-    from recbole_bbqrec.data.dataset import MultiModalSequentialDataset
+    from recbole_bbqrec.layout import modalities_on_disk
 
     if config["modalities"]:
         return list(config["modalities"])
-    where = SimpleNamespace(feature_dir=config["data_path"], dataset_name=config["dataset"])
-    return MultiModalSequentialDataset.available_modalities(where)  # same rule as stage 1
+    return modalities_on_disk(config["data_path"], config["dataset"])  # the dataset's rule
 
 
 def select_variants(variants: list[Variant], names: list[str] | None) -> list[Variant]:

@@ -90,9 +90,9 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model_class = get_model(config["model"])
-    stage1 = getattr(model_class, "prepare_stage1", None)
+    stage1 = getattr(train_data._dataset, "prepare_stage1", None)
     if callable(stage1):  # cached by config hash under the shared (absolute) paths
-        stage1(config, train_data._dataset)
+        stage1()
     init_seed_and_determinism(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

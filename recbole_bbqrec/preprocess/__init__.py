@@ -4,7 +4,7 @@ Run ``python -m recbole_bbqrec.preprocess --dataset Beauty [--raw_dir DIR] [--ou
 """
 
 from recbole_bbqrec.preprocess.errors import FeatureWidthError, MalformedInputError, RawDataNotFoundError
-from recbole_bbqrec.preprocess.layout import dataset_ready
+from recbole_bbqrec.preprocess.writer import dataset_ready
 from recbole_bbqrec.preprocess.pipeline import preprocess_dataset
 
 __all__ = [

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
+from recbole_bbqrec.layout import dataset_dir, dataset_suffixes
 from recbole_bbqrec.preprocess.amazon2014 import read_meta, read_ratings_csv, read_reviews
 from recbole_bbqrec.preprocess.errors import LowCoverageError
-from recbole_bbqrec.preprocess.text_encoders import embed_texts_cached, make_text_encoder
 from recbole_bbqrec.preprocess.image_features import AMAZON_IMAGE_DIM, read_image_features
 from recbole_bbqrec.preprocess.kcore import kcore_filter
-from recbole_bbqrec.preprocess.layout import KNOWN_MODALITIES, dataset_dir, write_dataset
 from recbole_bbqrec.preprocess.locate import RawSource, locate_source
 from recbole_bbqrec.preprocess.movielens import ML100K, read_ml100k
-from recbole_bbqrec.preprocess.provenance import (make_provenance, output_suffixes,
-                                                  remove_stale_temp_files, writer_lock)
+from recbole_bbqrec.preprocess.provenance import (make_provenance, remove_stale_temp_files,
+                                                  writer_lock)
 from recbole_bbqrec.preprocess.records import ItemMeta
 from recbole_bbqrec.preprocess.sequence_form import read_sequences
+from recbole_bbqrec.preprocess.text_encoders import embed_texts_cached, make_text_encoder
+from recbole_bbqrec.preprocess.writer import KNOWN_MODALITIES, write_dataset
 
 _log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def preprocess_dataset(
     """
     folder = dataset_dir(out_dir, name)
     with writer_lock(folder, name):  # a second writer of this folder waits for the first
-        remove_stale_temp_files(folder, name, output_suffixes(KNOWN_MODALITIES))
+        remove_stale_temp_files(folder, name, dataset_suffixes(KNOWN_MODALITIES))
         return _preprocess_locked(name, out_dir, raw_dir, text_model, show_progress,
                                   max_bad_fraction, image_dim, kcore, min_meta_coverage)
 

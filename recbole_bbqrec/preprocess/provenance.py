@@ -136,14 +136,6 @@ def remove_stale_temp_files(folder: Path, name: str, suffixes: list[str]) -> lis
     return removed
 
 
-def output_suffixes(modalities: tuple[str, ...]) -> list[str]:
-    """The file suffixes ``layout.write_dataset`` writes (``NAME.<suffix>``)."""
-    suffixes = ["inter", "item", "item_ids.txt", "stats.json"]
-    for modality in modalities:
-        suffixes += [f"{modality}.npy", f"{modality}.mask.npy"]
-    return suffixes
-
-
 def describe_stale(name: str, folder: Path, reasons: list[str]) -> str:
     return (f"{folder} is stale for this run: {'; '.join(reasons)}. Rebuild it with "
             f"--stage=preprocess (or python -m recbole_bbqrec.preprocess --dataset {name}), or "

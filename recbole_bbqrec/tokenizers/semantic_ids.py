@@ -1,4 +1,4 @@
-"""Semantic IDs: collision counting and fixing, the stage-1 cache key, and the .sid / .zq.npy files.
+"""Semantic IDs: collision counting and fixing, the stage-1 cache key, and the .sid / .zq.npy formats.
 
 An ID is codes[i] of shape [L, S]: L positions, position l holding one code per signal.
 Collision fixing keeps the length L (so the stage-2 generator is unchanged): in each group of
@@ -177,12 +177,6 @@ def read_sid_file(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[
         raise ValueError(f"{path}: duplicate item tokens")
     codes = np.asarray(rows, dtype=np.int64).reshape(len(rows), n_levels, n_signals)
     return tokens, codes, first_level
-
-
-def zq_path_for(sid_path: str | os.PathLike) -> Path:
-    """<Name>.<hash>.sid -> <Name>.<hash>.zq.npy"""
-    sid_path = Path(sid_path)
-    return sid_path.with_name(sid_path.stem + ".zq.npy")
 
 
 def save_zq(path: str | os.PathLike, zq: np.ndarray) -> None:

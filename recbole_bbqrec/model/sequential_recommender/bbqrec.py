@@ -1,6 +1,6 @@
 r"""BBQRec: generative sequential recommendation over behavior-bound semantic IDs.
 
-Stage 1 (``recbole_bbqrec.stage1``) gives every item a semantic ID of L positions, each an
+Stage 1 (``recbole_bbqrec.tokenizers.stage1``) gives every item a semantic ID of L positions, each an
 S-tuple of codes (behavior-aligned ID, text, image/category ...), plus its quantized vector.
 Stage 2 (this class) is an encoder-decoder transformer: the encoder reads the user's history
 (one token per item, similarity-enhanced self-attention over the items' quantized vectors),
@@ -22,7 +22,6 @@ from recbole.utils import InputType
 from recbole_bbqrec.config_checks import ID_LAYOUTS
 from recbole_bbqrec.modules.beam_search import PrefixIndex
 from recbole_bbqrec.modules.generator import SemanticIDGenerator
-from recbole_bbqrec.stage1 import artifact_paths, load_semantic_ids, prepare_stage1
 
 
 def layout_codes(item_codes: torch.Tensor, layout: str) -> torch.Tensor:
@@ -63,8 +62,11 @@ class BBQRec(SequentialRecommender):
                                  f"beam search cannot rank more items than it keeps.")
         self.active_beam_size = self.beam_size  # changed only for a block: ``decoding``
 
-        # semantic IDs aligned to RecBole's internal ids (row 0 = padding)
-        item_codes, item_zq, self.sid_hash = load_semantic_ids(config, dataset)
+        # semantic IDs aligned to RecBole's internal ids (row 0 = padding), read by the dataset
+        if not hasattr(dataset, "semantic_ids"):
+            raise TypeError(f"{type(self).__name__} needs a dataset that serves stage 1's "
+                            f"semantic IDs (BBQRecDataset), got {type(dataset).__name__}.")
+        item_codes, item_zq, self.sid_hash = dataset.semantic_ids()
         self.id_layout = config["id_layout"] or "tuple"
         n_sid_levels, n_sid_signals = item_codes.shape[1:]
         item_codes = layout_codes(item_codes, self.id_layout)
@@ -84,26 +86,12 @@ class BBQRec(SequentialRecommender):
         self.similarity_lr = config["similarity_lr"]
         self.label_smoothing = float(config["label_smoothing"] or 0.0)
         if config["inherit_codebooks"]:
-            books = self._stage1_codebooks(config, dataset)  # [L, N, D] or [L, S, N, D]
+            books = dataset.stage1_codebooks()  # [L, N, D] or [L, S, N, D]
             if self.id_layout == "flat":
                 if books.dim() == 3:
                     books = books[:, None].expand(-1, n_sid_signals, -1, -1)
                 books = books.reshape(n_sid_levels * n_sid_signals, 1, *books.shape[-2:])
             self.generator.inherit_codebooks(books, seed=config["seed"])
-
-    @classmethod
-    def prepare_stage1(cls, config, dataset) -> dict:
-        """Stage 1 for this model (called by the pipeline before the model is built)."""
-        return prepare_stage1(config, dataset)
-
-    @staticmethod
-    def _stage1_codebooks(config, dataset) -> torch.Tensor:
-        from recbole_bbqrec.stage1 import stage1_identity
-        from recbole_bbqrec.trainer import load_model_checkpoint
-
-        path = artifact_paths(dataset, stage1_identity(config, dataset)[0])["checkpoint"]
-        books = load_model_checkpoint(path)["state_dict"]["quantizer.codebooks"]  # [sets, L, N, D]
-        return books[0] if books.shape[0] == 1 else books.transpose(0, 1)
 
     # ------------------------------------------------------------------ inputs
     def _history(self, interaction):

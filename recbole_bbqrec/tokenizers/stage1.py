@@ -1,11 +1,12 @@
-"""Stage 1 on a RecBole dataset: train a tokenizer, export semantic IDs, reuse them by hash.
+"""Stage 1 on a RecBole dataset: train a tokenizer, export its artifacts, reuse them by hash.
 
 The only stage-1 code that reads RecBole's config. It maps RecBole's internal item ids
 (1..n-1; 0 is padding) to tokenizer rows (0..n-2), takes users' sequences from the TRAINING
-split only (validation and test items never reach the contrastive task), and writes
-``<data_path>/<Name>.<hash>.sid`` + ``.zq.npy`` + ``.stage1.json`` where ``hash`` covers the
-stage-1 config, the item set and the feature matrices: a changed config retrains, an
-unchanged one reuses.
+split only (validation and test items never reach the contrastive task), and writes the
+artifacts ``layout.stage1_files`` names (``<Name>.<hash>.sid``, ``.zq.npy``,
+``.codebooks.npy``, ``.stage1.json``, ``.stage1.pth``) where ``hash`` covers the stage-1
+config, the item set and the feature matrices: a changed config retrains, an unchanged one
+reuses. The dataset (``data/dataset.py``) serves them to stage 2 (``artifacts.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 
 from recbole_bbqrec.atomic_io import atomic_write_json
+from recbole_bbqrec.layout import stage1_files, stage1_lock_name
+from recbole_bbqrec.tokenizers.artifacts import export_codebooks
 from recbole_bbqrec.tokenizers.semantic_ids import (CollisionError, count_collisions, fingerprint_array,
-                                                    load_zq, read_sid_file, save_zq,
-                                                    stage1_hash, write_sid_file, zq_path_for)
+                                                    save_zq, stage1_hash, write_sid_file)
 
 # Config keys that define stage 1 (anything else may change without retraining it).
 STAGE1_KEYS = (
@@ -37,7 +39,8 @@ STAGE1_KEYS = (
     "whiteness_weight", "club_learned_variance",
 )
 # Keys added after IDs were first cached, with the value that reproduces the older behaviour:
-# hashed only when set to something else, so the IDs cached before them stay valid.
+# hashed only when set to something else, so the IDs cached before them stay valid (and only
+# for the BBQ tokenizer, the one that reads them: TIGER/LETTER IDs do not depend on them).
 STAGE1_KEYS_ADDED = {"code_usage_weight": 0.0, "code_usage_temperature": 0.1}
 ID_INITS = ("cooc", "checkpoint", "random")
 TOKENIZERS = ("bbq", "tiger", "letter")
@@ -94,7 +97,7 @@ def stage1_identity(config, dataset) -> tuple[str, dict]:
     modalities = stage1_modalities(config, dataset)
     params = {key: config[key] for key in STAGE1_KEYS}
     params.update({key: config[key] for key, old in STAGE1_KEYS_ADDED.items()
-                   if config["code_usage_weight"] and config[key] != old})
+                   if config["tokenizer"] == "bbq" and config["code_usage_weight"] and config[key] != old})
     params["modalities"] = modalities
     params["feature_scaling"] = FEATURE_SCALING
     params["dataset"] = dataset.dataset_name
@@ -115,9 +118,8 @@ def stage1_identity(config, dataset) -> tuple[str, dict]:
 
 
 def artifact_paths(dataset, sid_hash: str) -> dict[str, str]:
-    stem = os.path.join(dataset.feature_dir, f"{dataset.dataset_name}.{sid_hash}")
-    return {"sid": stem + ".sid", "zq": str(zq_path_for(stem + ".sid")),
-            "summary": stem + ".stage1.json", "checkpoint": stem + ".stage1.pth"}
+    """The stage-1 files of ``sid_hash`` in ``dataset``'s folder (``layout.stage1_files``)."""
+    return stage1_files(dataset.feature_dir, dataset.dataset_name, sid_hash)
 
 
 def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=None, id_init=None):
@@ -156,7 +158,7 @@ def build_tokenizer(config, n_items: int, dims: dict[str, int], cf_embeddings=No
 def sequential_item_embeddings(path: str, n_items: int):
     """Item embeddings [n_items, h] of a trained sequential model's weights-only checkpoint
     (RecBole's SASRec / GRU4Rec ...: ``item_embedding.weight``, row 0 the padding)."""
-    from recbole_bbqrec.trainer import load_model_checkpoint
+    from recbole_bbqrec.checkpoints import load_model_checkpoint
 
     state = load_model_checkpoint(path)["state_dict"]
     weight = state.get("item_embedding.weight")
@@ -196,14 +198,14 @@ def id_signal_init(config, n_items: int, sequences: list[np.ndarray]):
                                    window=config["id_init_window"], seed=config["seed"])
 
 
-def prepare_stage1(config, dataset) -> dict:
-    """Train (or reuse) the stage-1 tokenizer for ``config`` and export its semantic IDs.
+def prepare_stage1(config, dataset, identity: tuple[str, dict] | None = None) -> dict:
+    """Train (or reuse) the stage-1 tokenizer for ``config`` and export its artifacts.
 
-    ``dataset``: the RecBole TRAINING split (a ``MultiModalSequentialDataset``). Returns the
+    ``dataset``: the RecBole TRAINING split (a ``MultiModalSequentialDataset``); ``identity``:
+    ``stage1_identity(config, dataset)`` when the caller holds it already. Returns the
     stage-1 summary (hash, files, raw collisions, code usage, time ...).
     """
-    logger = getLogger()
-    sid_hash, params = stage1_identity(config, dataset)
+    sid_hash, params = identity or stage1_identity(config, dataset)
     paths = artifact_paths(dataset, sid_hash)
     check_capacity(config, dataset.item_num - 1, len(signal_names(config, params)))
     summary = _reuse(paths, sid_hash)
@@ -213,7 +215,7 @@ def prepare_stage1(config, dataset) -> dict:
 
     # one writer per stage-1 artifact; a second run of the same config waits, then reuses
     with writer_lock(Path(dataset.feature_dir), f"stage 1 ({sid_hash})",
-                     lock_name=f".{dataset.dataset_name}.{sid_hash}.stage1.lock"):
+                     lock_name=stage1_lock_name(dataset.dataset_name, sid_hash)):
         summary = _reuse(paths, sid_hash)
         if summary is not None:
             return summary
@@ -293,6 +295,7 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
     tokens = dataset.item_tokens()[1:]
     write_sid_file(paths["sid"], tokens, result.codes, result.signal_names)
     save_zq(paths["zq"], result.zq)
+    export_codebooks(paths["checkpoint"], paths["codebooks"])
     summary = {
         "hash": sid_hash, "tokenizer": config["tokenizer"], "signals": result.signal_names,
         "n_items": n_items, "n_levels": int(result.codes.shape[1]),
@@ -311,36 +314,3 @@ def _train_stage1(config, dataset, sid_hash: str, params: dict, paths: dict) -> 
     logger.info(f"stage 1: {summary['raw_collisions']} items collided before uniqueness, "
                 f"{summary['collisions']} after; code usage {summary['code_usage']}")
     return summary | {"reused": False}
-
-
-def load_semantic_ids(config, dataset) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(codes [n_items, L, S] long, zq [n_items, Dz] float, hash) aligned to internal ids.
-
-    Row 0 (padding) is zeros. Every item RecBole knows must have an ID in the file; one that
-    does not (IDs from another tokenizer hash, another dataset) is a clear error.
-    """
-    sid_hash, _params = stage1_identity(config, dataset)
-    paths = artifact_paths(dataset, sid_hash)
-    if not os.path.isfile(paths["sid"]):
-        raise FileNotFoundError(f"No semantic IDs for stage-1 hash {sid_hash} ({paths['sid']}): "
-                                f"run with --stage=tokenizer (or --stage=all) first.")
-    tokens, codes, _signals = read_sid_file(paths["sid"])
-    zq = load_zq(paths["zq"], n_items=len(tokens))
-    row_of = {tok: i for i, tok in enumerate(tokens)}
-    wanted = dataset.item_tokens()[1:]
-    missing = [t for t in wanted if t not in row_of]
-    if missing:
-        raise ValueError(f"{len(missing)} items have no semantic ID in {paths['sid']} (hash "
-                         f"{sid_hash}), e.g. {missing[:5]}: the IDs were made for another item "
-                         f"set; rerun stage 1.")
-    rows = np.asarray([row_of[t] for t in wanted], dtype=np.int64)
-    aligned_codes = np.zeros((len(wanted) + 1, *codes.shape[1:]), dtype=np.int64)
-    aligned_codes[1:] = codes[rows]
-    # checked once here, so the generator's forward never reads codes back from the device
-    from recbole_bbqrec.modules.generator import check_code_range
-
-    check_code_range(torch.from_numpy(aligned_codes), int(config["codebook_size"]),
-                     f"{paths['sid']} (hash {sid_hash})")
-    aligned_zq = np.zeros((len(wanted) + 1, zq.shape[1]), dtype=np.float32)
-    aligned_zq[1:] = zq[rows]
-    return torch.from_numpy(aligned_codes), torch.from_numpy(aligned_zq), sid_hash
