@@ -1,8 +1,8 @@
 """Stage-2 training speed against RecBole's SASRec on the same data and batches.
 
 Times ``--steps`` optimisation steps of each model on the same training batches (after
-``--warmup`` steps) and extrapolates to one epoch. BBQRec needs its stage-1 IDs: run
-``--stage=tokenizer`` with the same config first (they are reused by hash).
+``--warmup`` steps) and extrapolates to one epoch. BBQRec's stage-1 IDs are reused by hash
+(or trained first, untimed, when this config has none yet).
 
     .venv/bin/python bench/train_speed.py --dataset=Beauty --config_files=properties/overrides/cpu_budget.yaml
 
@@ -20,24 +20,21 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from recbole.data import data_preparation  # noqa: E402
-
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
-from recbole_bbqrec.quick_start import build_config  # noqa: E402
-from recbole_bbqrec.utils import create_dataset, get_model  # noqa: E402
+from recbole_bbqrec.quick_start import build_config, build_run  # noqa: E402
 
 
 def time_model(model_name: str, dataset_name: str, files, extra, steps: int, warmup: int) -> dict:
     config = build_config(model_name, dataset_name, files,
                           {"show_progress": False, "state": "WARNING"}, extra)
-    dataset = create_dataset(config)
-    train_data, _valid, _test = data_preparation(config, dataset)
-    model = get_model(model_name)(config, train_data._dataset)
+    parts = build_run(config, trainer=False)  # the optimiser steps are timed here
+    train_data, model = parts.train_data, parts.model
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     model.train()
     batches = itertools.islice(iter(train_data), warmup + steps)
     elapsed = 0.0
     for i, batch in enumerate(batches):
+        batch = batch.to(config["device"])  # where build_run put the model
         start = time.perf_counter()
         optimizer.zero_grad()
         model.calculate_loss(batch).backward()

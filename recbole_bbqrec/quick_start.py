@@ -1,9 +1,14 @@
-"""The one pipeline behind the CLI, Ray Tune and tests.
+"""The one pipeline behind the CLI, Ray Tune, ``recommend.py``, the benchmarks and tests.
 
-``run()``: config -> (preprocess if the atomic files are missing) -> RecBole dataset and
-leave-one-out split -> (stage 1 semantic IDs, for models that declare one) -> model and
-trainer -> fit with early stopping on validation -> test with RecBole's evaluator -> results
-JSON. ``--stage`` stops early: ``preprocess``, ``tokenizer`` (stage 1 only), ``all``.
+``build_run(config)`` builds a run's pieces in the order that fixes its random numbers: seed
+-> RecBole dataset and leave-one-out split -> stage 1 (semantic IDs, for models whose dataset
+serves them) -> reseed -> model -> trainer. Every caller goes through it and keeps only what
+is its own: ``run()`` fits, tests and writes the results JSON; ``experiments/tune.py``
+reports to Ray; ``recommend.py`` loads weights; ``bench/train_speed.py`` times steps.
+
+``run()``: config -> (preprocess if the atomic files are missing) -> ``build_run`` -> fit with
+early stopping on validation -> test with RecBole's evaluator -> results JSON. ``--stage``
+stops early: ``preprocess``, ``tokenizer`` (stage 1 only), ``all``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from logging import getLogger
 
 import torch
@@ -82,6 +88,53 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
     return config
 
 
+@dataclass
+class RunParts:
+    """What ``build_run`` made. ``train_data`` ... ``stage1`` are None without a split;
+    ``model`` and ``trainer`` are None after ``stage=tokenizer`` (and ``trainer`` when not
+    asked for)."""
+
+    config: Config
+    dataset: object                 # the filtered RecBole dataset
+    train_data: object = None       # RecBole's data loaders
+    valid_data: object = None
+    test_data: object = None
+    stage1: dict | None = None      # stage-1 summary (hash, files, reused ...)
+    stage1_s: float | None = None   # its wall-clock seconds in this process
+    model: object = None
+    trainer: object = None
+
+
+def build_run(config: Config, split: bool = True, trainer: bool = True) -> RunParts:
+    """seed -> dataset -> split -> stage 1 -> reseed -> model -> trainer.
+
+    split=False (inference): no split and no stage 1 (the run's stage-1 files must exist:
+    the model reads them); the model is built on the whole dataset. trainer=False: no
+    trainer. ``config['stage'] == 'tokenizer'`` stops after stage 1.
+    """
+    init_seed_and_determinism(config["seed"], config["reproducibility"])
+    parts = RunParts(config, create_dataset(config))
+    model_dataset = parts.dataset
+    if split:
+        parts.train_data, parts.valid_data, parts.test_data = data_preparation(config, parts.dataset)
+        model_dataset = parts.train_data._dataset
+    model_class = get_model(config["model"])
+    prepare_stage1 = getattr(model_dataset, "prepare_stage1", None)
+    if split and callable(prepare_stage1):  # generative models: IDs first (cached by hash)
+        t0 = time.time()
+        with distributed.rank_zero_first(config):  # under --nproc: trained once, on rank 0
+            parts.stage1 = prepare_stage1()  # on the TRAINING split
+        parts.stage1_s = round(time.time() - t0, 2)
+        if config["stage"] == "tokenizer":
+            return parts
+    # every rank draws its own dropout masks, as RecBole seeds its DDP ranks
+    init_seed_and_determinism(config["seed"] + config["local_rank"], config["reproducibility"])
+    parts.model = model_class(config, model_dataset).to(config["device"])
+    if trainer:
+        parts.trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, parts.model)
+    return parts
+
+
 def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=None,
         saved: bool = True, verbose: bool = True) -> dict:
     """Train and test one model on one dataset; return the record written to ``results/``.
@@ -93,6 +146,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
         verbose: log per-epoch progress.
     """
     config = build_config(model, dataset, config_file_list, config_dict, argv)
+    # preprocessing (below, when the files are missing) runs seeded and deterministic too
     init_seed_and_determinism(config["seed"], config["reproducibility"])
     init_logger(config)
     disable_anomaly_detection()
@@ -107,25 +161,16 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, argv=
     if config["stage"] == "preprocess":
         return {"dataset": config["dataset"], "stage": "preprocess", "stats": stats}
 
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    model_class = get_model(config["model"])
-
+    parts = build_run(config)
     record = {"model": config["model"], "label": run_label(config), "dataset": config["dataset"],
               "command": command_line()}
-    stage1 = getattr(train_data._dataset, "prepare_stage1", None)
-    if callable(stage1):  # generative models: semantic IDs first (cached by config hash)
-        t0 = time.time()
-        with distributed.rank_zero_first(config):  # under --nproc: trained once, on rank 0
-            record["stage1"] = stage1()
-        record["stage1_s"] = round(time.time() - t0, 2)
-        if config["stage"] == "tokenizer":
-            return record
-
-    init_seed_and_determinism(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
+    if parts.stage1 is not None:
+        record["stage1"], record["stage1_s"] = parts.stage1, parts.stage1_s
+    if parts.model is None:  # --stage=tokenizer
+        return record
+    model, trainer = parts.model, parts.trainer
+    train_data, valid_data, test_data = parts.train_data, parts.valid_data, parts.test_data
     logger.info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.charge(stage1_cost(record.get("stage1"), trainer.clock.kind))
     # RecBole names checkpoints by the second; parallel runs (Ray, compare --run) need more.
     trainer.saved_model_file = os.path.join(

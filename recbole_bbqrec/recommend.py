@@ -12,10 +12,11 @@ CLI: ``python -m recbole_bbqrec.recommend --run RESULT.json|CHECKPOINT.pth --his
 Loading rebuilds the run's ``Config`` from the plain config stored in the result record (the
 same dict the checkpoint carries): only the keys whose value differs from a fresh default
 config are passed, as ``config_dict`` (never argv), and the rebuilt values are checked against
-the recorded ones. The dataset is rebuilt from its atomic files (``create_dataset``, never
-unpickled), the checkpoint is read weights-only (``checkpoints.load_model_checkpoint``) and, for models
-with semantic IDs, checked against the IDs this config resolves to (``check_checkpoint_meta``).
-Works for any RecBole sequential model (``full_sort_predict`` on RecBole's Interaction).
+the recorded ones. The dataset and model are rebuilt by ``quick_start.build_run`` without a
+split (the dataset from its atomic files, never unpickled), the checkpoint is read
+weights-only (``checkpoints.load_model_checkpoint``) and, for models with semantic IDs,
+checked against the IDs this config resolves to (``check_checkpoint_meta``). Works for any
+RecBole sequential model (``full_sort_predict`` on RecBole's Interaction).
 
 Titles are not part of the preprocessed files, so they are read once, lazily, from the raw
 sources the preprocessing locator finds (ml-100k: RecBole's wheel, ``title (year)``; Amazon:
@@ -35,7 +36,8 @@ from recbole.data.interaction import Interaction
 
 from recbole_bbqrec.checkpoints import load_model_checkpoint, load_model_weights
 from recbole_bbqrec.config import Config, to_plain
-from recbole_bbqrec.utils import create_dataset, disable_anomaly_detection, get_model, repo_root
+from recbole_bbqrec.quick_start import build_run
+from recbole_bbqrec.utils import disable_anomaly_detection, repo_root
 
 # Final-config keys RecBole derives itself (passing them back would be wrong or warned about),
 # and training-only sampling settings that RecBole rewrites into another shape.
@@ -109,10 +111,9 @@ class Recommender:
         disable_anomaly_detection()
         if config["torch_threads"]:
             torch.set_num_threads(int(config["torch_threads"]))
-        self.dataset = create_dataset(config)
-        self.device = config["device"]
-        model_class = get_model(config["model"])
-        self.model = model_class(config, self.dataset).to(self.device)
+        # the whole dataset (no split, no stage 1: the run's IDs are read as they are)
+        parts = build_run(config, split=False, trainer=False)
+        self.dataset, self.model, self.device = parts.dataset, parts.model, config["device"]
         load_model_weights(self.model, checkpoint_path, self.device)
         self.model.eval()
         self.max_length = int(config["MAX_ITEM_LIST_LENGTH"])

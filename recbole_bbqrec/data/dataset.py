@@ -14,7 +14,8 @@ import torch
 from recbole.data.dataset import SequentialDataset
 
 from recbole_bbqrec.layout import modalities_on_disk, stage1_files
-from recbole_bbqrec.tokenizers.artifacts import generator_codebooks, load_codebooks, load_semantic_ids
+from recbole_bbqrec.tokenizers.artifacts import (generator_codebooks, load_codebooks,
+                                                 load_semantic_ids)
 
 
 class MultiModalSequentialDataset(SequentialDataset):
@@ -128,7 +129,8 @@ class BBQRecDataset(MultiModalSequentialDataset):
         """The stage-1 codebooks as the generator inherits them: [L, N, D] (one shared set) or
         [L, S, N, D] (one set per signal)."""
         if "codebooks" not in self._stage1_cache:
-            self._stage1_cache["codebooks"] = generator_codebooks(load_codebooks(self.stage1_files()))
+            books = load_codebooks(self.stage1_files())  # [sets, L, N, D]
+            self._stage1_cache["codebooks"] = generator_codebooks(books)
         return self._stage1_cache["codebooks"]
 
     def copy(self, new_inter_feat):

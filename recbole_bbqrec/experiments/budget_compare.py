@@ -43,8 +43,9 @@ def budget_tag(minutes: float) -> str:
 
 def variant_flags(dataset: str, names: list[str], files: list[str], extra: list[str]) -> dict:
     """BBQRec ablation variants (``properties/ablations.yaml``) -> {name: [--key=value ...]}."""
-    from recbole_bbqrec.experiments.ablation import (base_config, dataset_modalities, expand_variants,
-                                         full_signals, load_variant_specs, select_variants)
+    from recbole_bbqrec.experiments.ablation import (base_config, dataset_modalities,
+                                                     expand_variants, full_signals,
+                                                     load_variant_specs, select_variants)
 
     config = base_config("BBQRec", dataset, files, None, extra)
     signals = full_signals(config, dataset_modalities(config))

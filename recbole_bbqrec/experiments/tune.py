@@ -4,8 +4,9 @@ A search space is a YAML file (format documented at the top of ``properties/hype
 ``key: {sampler: args}`` per searched config key, an optional ``fixed:`` dict, and an optional
 ``one_at_a_time: true`` for the paper's Figure-3 protocol (vary one key, the rest at ``base``).
 
-Each trial builds config -> dataset -> (stage 1) -> model -> trainer exactly as
-``quick_start.run`` does and reports the validation metrics after every validation round, so
+Each trial builds config -> dataset -> (stage 1) -> model -> trainer with
+``quick_start.build_run``, as ``quick_start.run`` does, and reports the validation metrics
+after every validation round, so
 ASHA can stop weak trials early; a trial that trains to the end also reports its test metrics.
 The output folder (Ray's experiment folder) receives ``trials.csv`` (one row per trial, errors
 included), ``sweep.png`` (best validation NDCG@10 against each searched key) and
@@ -65,14 +66,11 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
     cpus, checkpoint_file. Returns the final metrics (best valid + test).
     """
     import torch
-    from recbole.data import data_preparation
     from recbole.utils import init_logger
 
-    from recbole_bbqrec.quick_start import build_config
+    from recbole_bbqrec.quick_start import build_config, build_run
     from recbole_bbqrec.results import plain_metrics
-    from recbole_bbqrec.trainer import get_trainer
-    from recbole_bbqrec.utils import (create_dataset, disable_anomaly_detection, get_model,
-                                      init_seed_and_determinism)
+    from recbole_bbqrec.utils import disable_anomaly_detection
 
     report = report or (lambda metrics: None)
     torch.set_num_threads(max(1, int(setup.get("cpus", 1))))
@@ -83,19 +81,13 @@ def run_trial(trial_config: dict, setup: dict, report=None) -> dict:
         argv = [a for a in argv if not a.startswith(tuple(f"--{k}=" for k in DEVICE_KEYS))]
     config = build_config(setup["model"], setup["dataset"], setup["config_file_list"],
                           config_dict, argv)
-    init_seed_and_determinism(config["seed"], config["reproducibility"])
     init_logger(config)
     disable_anomaly_detection()  # Ray workers import RecBole on their own
 
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    model_class = get_model(config["model"])
-    stage1 = getattr(train_data._dataset, "prepare_stage1", None)
-    if callable(stage1):  # cached by config hash under the shared (absolute) paths
-        stage1()
-    init_seed_and_determinism(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    # stage 1 is cached by config hash under the shared (absolute) paths
+    parts = build_run(config)
+    trainer, train_data, valid_data, test_data = (parts.trainer, parts.train_data,
+                                                  parts.valid_data, parts.test_data)
     if setup.get("checkpoint_file"):  # RecBole names checkpoints by the second: trials collide
         trainer.saved_model_file = setup["checkpoint_file"]
 

@@ -1,7 +1,8 @@
 r"""BBQRec: generative sequential recommendation over behavior-bound semantic IDs.
 
-Stage 1 (``recbole_bbqrec.tokenizers.stage1``) gives every item a semantic ID of L positions, each an
-S-tuple of codes (behavior-aligned ID, text, image/category ...), plus its quantized vector.
+Stage 1 (``recbole_bbqrec.tokenizers.stage1``) gives every item a semantic ID of L
+positions, each an S-tuple of codes (behavior-aligned ID, text, image/category ...), plus its
+quantized vector; the dataset (``BBQRecDataset``) serves both.
 Stage 2 (this class) is an encoder-decoder transformer: the encoder reads the user's history
 (one token per item, similarity-enhanced self-attention over the items' quantized vectors),
 the decoder generates the next item's ID position by position, and a trie-constrained beam
