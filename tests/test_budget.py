@@ -113,6 +113,12 @@ def test_the_comparison_finds_its_runs_and_writes_table_and_curves(budget_runs):
     section = equal_budget_section(found, "ml-100k", str(root / "results"), str(root / "reports"))
     assert f"### {tag}" in section and f"SASRec-{tag}" in section
     assert f"(ml-100k-{tag}.png)" in section
+    # a run that learned similarity tables gets its own small table under the budget's
+    learned = dict(found[0], label="BBQRec-" + tag, config=dict(found[0]["config"], run_tag=tag),
+                   model_diagnostics={"similarity_scale_by_bucket_decile": [[1.0, 1.25]]})
+    section = equal_budget_section([learned], "ml-100k", str(root / "results"),
+                                   str(root / "reports"))
+    assert f"Learned value scales of BBQRec-{tag}" in section and "| layer 0 | 1.000 | 1.250 |" in section
 
 
 def test_comparison_commands_tag_every_run_and_give_each_one_thread():

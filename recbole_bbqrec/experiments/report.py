@@ -78,8 +78,8 @@ def overall_section(records: list[dict], dataset: str, target: str, out_dir: str
     runs = [r for r in tables.select_runs(records) if not tables.is_ablation(r)]
     if not runs:
         return head + (f"No results for {dataset} yet. Produce them with "
-                       f"`python -m recbole_bbqrec.experiments.compare results/{dataset} --run table2 "
-                       f"--dataset={dataset}` (or `python run_recbole_bbqrec.py --model=<Model> "
+                       f"`python -m recbole_bbqrec.experiments.compare results/{dataset} "
+                       f"--run table2 --dataset={dataset}` (or `python run_recbole_bbqrec.py --model=<Model> "
                        f"--dataset={dataset}` per model).\n")
     table, (header, rows) = compare.build_tables(records, target=target)
     chosen = compare.order_records(runs, preferred=compare.table2_order())
@@ -95,12 +95,12 @@ def equal_budget_section(records: list[dict], dataset: str, results_dir: str,
     """The equal-budget comparisons (``budget_compare``): their tables, curves and what the
     similarity tables of the target learned there."""
     head = "## Equal budget (same minutes per model, stage 1 included)\n\n"
-    tables = sorted(glob.glob(os.path.join(results_dir, dataset, "budget*m.md")))
-    if not tables:
-        return head + (f"None yet: `python -m recbole_bbqrec.experiments.budget_compare --dataset={dataset} "
-                       f"--minutes=20` trains SASRec, TIGER and BBQRec for 20 minutes each.\n")
+    budget_tables = sorted(glob.glob(os.path.join(results_dir, dataset, "budget*m.md")))
+    if not budget_tables:
+        return head + (f"None yet: `python -m recbole_bbqrec.experiments.budget_compare "
+                       f"--dataset={dataset} --minutes=20` trains SASRec, TIGER and BBQRec for 20 minutes each.\n")
     parts = [head]
-    for path in tables:
+    for path in budget_tables:
         tag = os.path.basename(path)[:-3]
         with open(path, encoding="utf-8") as f:
             body = f.read().split("\n", 1)[1].strip()  # its own title becomes ours
