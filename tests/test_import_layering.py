@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 
 def module_names(root: Path = ROOT) -> dict[str, Path]:
-    """``{"recbole_bbqrec.preprocess.layout": path, ...}`` for every .py file (packages by
+    """``{"recbole_bbqrec.preprocess.writer": path, ...}`` for every .py file (packages by
     their ``__init__``)."""
     names = {}
     for path in root.rglob("*.py"):

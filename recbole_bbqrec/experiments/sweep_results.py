@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 
 from recbole_bbqrec.atomic_io import atomic_path
 from recbole_bbqrec.experiments.search_space import load_space, parse_number, trial_params
