@@ -251,3 +251,19 @@ def test_a_finished_sweep_is_replotted_from_its_csv(tmp_path):
     assert back[2]["ndcg@10"] is None and back[2]["error"] == "boom"
     assert replot(str(out)) == str(out / "sweep.png")
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table2_cites_one_run_per_model_chosen_by_validation():
+    from recbole_bbqrec.experiments.tables import cited_runs
+
+    def rec(model, label, valid, ablation=False):
+        config = {"run_tag": "ablation-x"} if ablation else {}
+        return {"model": model, "label": (f"ablation-{label}" if ablation else label),
+                "valid": {"ndcg@10": valid}, "test": {"ndcg@10": valid / 2}, "config": config}
+
+    records = [rec("BBQRec", "BBQRec", 0.020), rec("BBQRec", "BBQRec-budget20m", 0.028),
+               rec("TIGER", "TIGER", 0.025), rec("TIGER", "TIGER-budget20m", 0.024),
+               rec("BBQRec", "no_id", 0.090, ablation=True)]
+    cited = {r["label"]: r["cited_label"] for r in cited_runs(records)}
+    # the best validation wins within a model; an ablation is never the model's cited run
+    assert cited == {"BBQRec": "BBQRec-budget20m", "TIGER": "TIGER"}

@@ -81,11 +81,20 @@ def overall_section(records: list[dict], dataset: str, target: str, out_dir: str
                        f"`python -m recbole_bbqrec.experiments.compare results/{dataset} "
                        f"--run table2 --dataset={dataset}` (or `python run_recbole_bbqrec.py --model=<Model> "
                        f"--dataset={dataset}` per model).\n")
-    table, (header, rows) = compare.build_tables(records, target=target)
+    _table, (header, rows) = compare.build_tables(records, target=target)
     chosen = compare.order_records(runs, preferred=compare.table2_order())
-    text = head + "Test split, leave-one-out, full ranking; best per row in bold, second "
-    text += "underlined; Improv. and the paired t-test are target vs the best other column.\n\n"
-    text += tables.table2_markdown(table) + "\n\n"
+    # one column per model: the run a user would cite, chosen by validation (budget variants
+    # and ablations keep their own tables below and in the equal-budget section)
+    cited = compare.order_records(tables.cited_runs(records), preferred=compare.table2_order())
+    text = head + "One column per model: its run with the best validation NDCG@10 (runs "
+    text += "of different budgets: see each run's epochs below and the equal-budget section "
+    text += "for the like-for-like comparison). Test split, leave-one-out, full ranking; best "
+    text += "per row in bold, second underlined; Improv. and the paired t-test are target vs "
+    text += "the best other column.\n\n"
+    text += tables.table2_markdown(tables.paper_table(cited, target=target)) + "\n\n"
+    text += "Columns: " + "; ".join(
+        f"{r['label']} = `{r['cited_label']}` (valid N@10 {tables.fmt_value((r.get('valid') or {}).get('ndcg@10'))}, "
+        f"{r.get('epochs_trained', '?')} epochs)" for r in cited) + ".\n\n"
     text += "### Every run (newest per label)\n\n" + tables.to_markdown(header, rows) + "\n\n"
     return text + _sources(chosen, out_dir) + "\n"
 

@@ -30,6 +30,24 @@ def select_runs(records: list[dict], keep_all: bool = False) -> list[dict]:
     return list(newest.values())
 
 
+def cited_runs(records: list[dict], metric: str = "ndcg@10") -> list[dict]:
+    """One run per model, the one a user would cite: the best validation ``metric`` among the
+    model's newest-per-label non-ablation runs (ties: the newer). Returned as copies labelled
+    by the model name, with the chosen run's own label kept under ``cited_label``."""
+    best: dict[str, dict] = {}
+    for record in select_runs(records):
+        if is_ablation(record):
+            continue
+        score = (record.get("valid") or {}).get(metric)
+        if score is None:
+            continue
+        model = record["model"]
+        held = best.get(model)
+        if held is None or score >= (held.get("valid") or {}).get(metric, float("-inf")):
+            best[model] = record
+    return [{**r, "label": r["model"], "cited_label": label_of(r)} for r in best.values()]
+
+
 def table_rows(records: list[dict], metrics=DEFAULT_METRICS) -> tuple[list[str], list[list[str]]]:
     header = ["model", *[f"test {m}" for m in metrics], "valid ndcg@10", "train_s", "eval_s",
               "epochs", "command"]
