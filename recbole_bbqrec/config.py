@@ -47,6 +47,17 @@ _RUNTIME_KEYS = {
 }
 
 
+def load_yaml_section(path: str, key: str, kind: type, shape: str):
+    """The top-level ``key:`` of a properties YAML, which must be a ``kind`` (list / dict);
+    ``shape`` words the expected entries for the error."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    section = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(section, kind):
+        raise ValueError(f"{path}: expected a top-level `{key}:` {shape}")
+    return section
+
+
 def properties_dir() -> str:
     """Where the plugin's YAML files live: the checkout's ``properties/`` or the installed copy."""
     here = os.path.dirname(os.path.abspath(__file__))

@@ -24,8 +24,6 @@ import re
 import time
 from dataclasses import dataclass, field
 
-import yaml
-
 from recbole_bbqrec.experiments import tables
 from recbole_bbqrec.atomic_io import atomic_write_text
 
@@ -63,13 +61,11 @@ def variants_file() -> str:
 
 def load_variant_specs(path: str | None = None) -> list[dict]:
     """The raw entries of an ablations YAML, validated (templates not yet expanded)."""
+    from recbole_bbqrec.config import load_yaml_section
+
     path = path or variants_file()
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    entries = data.get("ablations") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a top-level `ablations:` list of "
-                         f"{{name, description, config}} entries")
+    entries = load_yaml_section(path, "ablations", list,
+                                "list of {name, description, config} entries")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
                 or not _NAME.match(entry["name"]):

@@ -34,13 +34,11 @@ def compare_sets_file() -> str:
 
 
 def load_compare_sets(path: str | None = None) -> dict[str, list[dict]]:
+    from recbole_bbqrec.config import load_yaml_section
+
     path = path or compare_sets_file()
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    sets = data.get("compare_sets") if isinstance(data, dict) else None
-    if not isinstance(sets, dict):
-        raise ValueError(f"{path}: expected a top-level `compare_sets:` mapping of set names "
-                         f"to lists of {{model, config_files, config, run_tag}} entries")
+    sets = load_yaml_section(path, "compare_sets", dict, "mapping of set names to lists of "
+                             "{model, config_files, config, run_tag} entries")
     for name, entries in sets.items():
         for i, entry in enumerate(entries or []):
             if not isinstance(entry, dict) or "model" not in entry:
