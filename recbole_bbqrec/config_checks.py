@@ -36,6 +36,10 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_finite_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
 # Keys a RecBole model passes to eval() itself (KD_DAGFM: ``eval(config['teacher'])``): a bare
 # class name is looked up, anything else would run as code when the model is built.
 EVALUATED_BY_RECBOLE = ("teacher",)
@@ -106,9 +110,7 @@ def check_stage_choices(config: dict) -> None:
         value = config.get(key)
         if value is None:
             continue
-        bad = (not isinstance(value, Real) or isinstance(value, bool)
-               or not math.isfinite(float(value)) or value < low or (strict and value == low))
-        if bad:
+        if not _is_finite_number(value) or value < low or (strict and value == low):
             raise ConfigError(f"{key} must be a finite number {'>' if strict else '>='} {low:g}, "
                               f"got {value!r}.")
 
@@ -154,8 +156,7 @@ def check_budget(config: dict) -> None:
     from recbole_bbqrec.budget import CLOCKS
 
     minutes = config.get("time_budget")
-    if minutes is not None and (not isinstance(minutes, Real) or isinstance(minutes, bool)
-                                or not math.isfinite(float(minutes)) or minutes <= 0):
+    if minutes is not None and (not _is_finite_number(minutes) or minutes <= 0):
         raise ConfigError(f"time_budget must be a number of minutes > 0 (or None for no "
                           f"budget), got {minutes!r}.")
     nproc = config.get("nproc")

@@ -81,8 +81,8 @@ def overall_section(records: list[dict], dataset: str, target: str, out_dir: str
                        f"`python -m recbole_bbqrec.experiments.compare results/{dataset} "
                        f"--run table2 --dataset={dataset}` (or `python run_recbole_bbqrec.py --model=<Model> "
                        f"--dataset={dataset}` per model).\n")
-    _table, (header, rows) = compare.build_tables(records, target=target)
     chosen = compare.order_records(runs, preferred=compare.table2_order())
+    header, rows = tables.table_rows(chosen)
     # one column per model: the run a user would cite, chosen by validation (budget variants
     # and ablations keep their own tables below and in the equal-budget section)
     cited = compare.order_records(tables.cited_runs(records), preferred=compare.table2_order())

@@ -197,10 +197,12 @@ class BBQTokenizer(ItemTokenizer):
 
     def set_features(self, features, masks=None) -> None:
         super().set_features(features, masks)
+        if self.usage_weight <= 0:
+            return  # only the usage term reads the content groups
         # items with identical features (Beauty: 12,101 items, 254 category paths) get one
         # vote in the usage term: they must share a code, and weighting by items would ask
         # for a spread that only dropout noise can give
-        for i, m in enumerate(self.modalities):
+        for i in range(len(self.modalities)):
             feat = getattr(self, f"_feat_{i}")
             self.register_buffer(f"_content_{i}", torch.unique(feat, dim=0, return_inverse=True)[1],
                                  persistent=False)
