@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from recbole_bbqrec.modules import attention as attention_module
 from recbole_bbqrec.modules.attention import (SimilarityEncoder, SimilarityEnhancedAttention,
                                               bucketize_similarity)
 
@@ -123,6 +124,32 @@ def test_gradients_reach_bucket_table_only_where_used():
     grad = attn.sim_embedding.grad
     assert grad[: K // 2].abs().sum() > 0
     assert torch.equal(grad[K // 2:], torch.zeros_like(grad[K // 2:]))
+
+
+def test_chunked_value_mixing_matches_whole_batch(monkeypatch):
+    """Users mixed in chunks (here 1-3 per chunk) give the whole-batch output and value
+    gradient bit for bit, including a last chunk shorter than the others."""
+    torch.manual_seed(4)
+    x, buckets, pad = _inputs()
+    attn = SimilarityEnhancedAttention(D_MODEL, HEADS, 0.0, K, enabled=True)
+    with torch.no_grad():
+        attn.sim_embedding.normal_()
+
+    def run(chunk_elements):
+        monkeypatch.setattr(attention_module, "MIX_CHUNK_ELEMENTS", chunk_elements)
+        attn.zero_grad()
+        out = attn(x, buckets, pad)
+        out.pow(2).sum().backward()
+        return out.detach(), attn.sim_embedding.grad.clone(), attn.v_proj.weight.grad.clone()
+
+    seq = x.shape[1]
+    whole = run(10 ** 9)
+    assert x.shape[0] == 3                           # 2 users per chunk leaves a remainder
+    for users in (1, 2, 3):
+        out, sim_grad, v_grad = run(users * seq * seq * D_MODEL)
+        assert torch.equal(out, whole[0]) and torch.equal(v_grad, whole[2])
+        # the table's gradient sums its uses chunk by chunk: the same up to summation order
+        torch.testing.assert_close(sim_grad, whole[1], atol=1e-6, rtol=1e-6)
 
 
 def test_encoder_stack_shapes_and_switch():
