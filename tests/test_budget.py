@@ -141,3 +141,58 @@ def test_variant_flags_reach_the_run_unquoted(ml100k_root):
 
     flags = variant_flags("ml-100k", ["no_id"], [], [f"--data_path={ml100k_root}"])
     assert flags == {"no_id": ["--signals=['text']"]}  # no shell: quotes would stay in the value
+
+
+def test_seeded_comparison_runs_every_model_once_per_seed():
+    runs = run_commands("Beauty", 20, ["TIGER", "BBQRec"], {"no_id": ["--signals=['text']"]},
+                        [], [], python="py", seeds=[2020, 2])
+    assert [label for label, _ in runs] == [
+        "TIGER-budget20m", "BBQRec-budget20m", "BBQRec-budget20m-no_id",
+        "TIGER-budget20m-seed2", "BBQRec-budget20m-seed2", "BBQRec-budget20m-no_id-seed2"]
+    assert "--seed=2020" in runs[0][1] and "--run_tag=budget20m" in runs[0][1]
+    assert "--seed=2" in runs[5][1] and "--run_tag=budget20m-no_id-seed2" in runs[5][1]
+
+
+def _seed_record(tmp_path, label, seed, ndcg_per_user):
+    """A result record as load_results returns it, with its per-user file beside it."""
+    import numpy as np
+
+    ndcg = np.asarray(ndcg_per_user, dtype=np.float32)
+    name = f"{label}-{seed}.users.npz"
+    np.savez(tmp_path / name, **{"recall@10": (ndcg > 0).astype(np.float32), "ndcg@10": ndcg})
+    return {"model": label.split("-")[0], "label": label, "config": {"seed": seed},
+            "test": {"recall@10": float((ndcg > 0).mean()), "ndcg@10": float(ndcg.mean())},
+            "valid": {"ndcg@10": float(ndcg.mean())}, "per_user_file": name,
+            "_path": str(tmp_path / f"{label}-{seed}.json")}
+
+
+def test_seed_table_gives_the_spread_and_tests_that_see_it(tmp_path):
+    import numpy as np
+    from scipy.stats import ttest_ind, ttest_rel
+
+    from recbole_bbqrec.experiments.seeds import group_by_seed, seed_table
+
+    rng = np.random.default_rng(0)
+    users = 400
+    a = [rng.random(users) * (rng.random(users) < 0.3) for _ in range(3)]
+    b = [rng.random(users) * (rng.random(users) < 0.2) for _ in range(2)]
+    records = ([_seed_record(tmp_path, "A-budget1m" + s, seed, x)
+                for s, seed, x in zip(["", "-seed2", "-seed3"], [2020, 2, 3], a)]
+               + [_seed_record(tmp_path, "B-budget1m" + s, seed, x)
+                  for s, seed, x in zip(["", "-seed2"], [2020, 2], b)]
+               + [_seed_record(tmp_path, "C-budget1m", 2020, b[0])])      # one run: no row
+    assert list(group_by_seed(records)) == ["A-budget1m", "B-budget1m", "C-budget1m"]
+    text = seed_table(records, "A-budget1m")
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
+    assert set(rows) == {"A-budget1m", "B-budget1m"}
+    means = [float(x.astype(np.float32).mean()) for x in a]
+    assert f"{np.mean(means):.4f} ± {np.std(means, ddof=1):.4f}" in rows["A-budget1m"]
+    assert "2020, 2, 3" in rows["A-budget1m"]
+    b_means = [float(x.astype(np.float32).mean()) for x in b]
+    welch = ttest_ind(means, b_means, equal_var=False).pvalue
+    averaged = ttest_rel(np.mean([x.astype(np.float32) for x in a], 0),
+                         np.mean([x.astype(np.float32) for x in b], 0)).pvalue
+    from recbole_bbqrec.experiments.tables import fmt_pvalue
+
+    assert f"{fmt_pvalue(welch)} / {fmt_pvalue(averaged)}" in rows["B-budget1m"]
+    assert seed_table(records[-1:], "A-budget1m") is None

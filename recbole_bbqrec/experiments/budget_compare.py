@@ -9,10 +9,13 @@ counts), validating along the way, tests each at its best validation, then write
 * ``reports/<dataset>-budget<m>m.png``: validation NDCG@10 against charged seconds.
 
 All runs of one comparison carry ``run_tag: budget<m>m`` (variants ``budget<m>m-<name>``),
-so tables and later checks find them.
+so tables and later checks find them. ``--seeds=2020,2,3`` runs every model once per seed
+(the first seed's runs keep the plain tag, the others add ``-seed<k>``) and the markdown then
+also holds the spread over seeds and tests that see it (``experiments/seeds.py``).
 
     python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20
     python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20 --variants=no_id
+    python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20 --models=TIGER,BBQRec --seeds=2020,2,3 --jobs=2
     python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20 --plot_only
 """
 
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import time
 
+from recbole_bbqrec.experiments import seeds as seed_runs
 from recbole_bbqrec.experiments import tables
 from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.budget import curve_points
@@ -56,19 +60,25 @@ def variant_flags(dataset: str, names: list[str], files: list[str], extra: list[
 
 
 def run_commands(dataset: str, minutes: float, models, variants: dict, files, extra,
-                 python: str = sys.executable) -> list[tuple[str, list[str]]]:
-    """(label, argv) of every run: one per model, one per BBQRec variant."""
+                 python: str = sys.executable, seeds: list[int] | None = None
+                 ) -> list[tuple[str, list[str]]]:
+    """(label, argv) of every run: one per model, one per BBQRec variant; with ``seeds``,
+    all of them once per seed (the first seed's runs keep the plain tags)."""
     tag = budget_tag(minutes)
     common = [f"--dataset={dataset}", f"--time_budget={minutes:g}", "--torch_threads=1",
               "--epochs=100000", "--show_progress=False"]  # the budget ends the run, not epochs
     if files:
         common.append(f"--config_files={' '.join(files)}")
     common += list(extra)
-    runs = [(f"{m}-{tag}", [python, RUNNER, f"--model={m}", *common, f"--run_tag={tag}"])
-            for m in models]
-    runs += [(f"BBQRec-{tag}-{name}",
-              [python, RUNNER, "--model=BBQRec", *common, *flags, f"--run_tag={tag}-{name}"])
-             for name, flags in variants.items()]
+    runs = []
+    for i, seed in enumerate(seeds or [None]):
+        seed_flag = [] if seed is None else [f"--seed={seed}"]
+        suffix = seed_runs.seed_tag("", seed if i > 0 else None)
+        runs += [(f"{m}-{tag}{suffix}", [python, RUNNER, f"--model={m}", *common, *seed_flag,
+                                         f"--run_tag={tag}{suffix}"]) for m in models]
+        runs += [(f"BBQRec-{tag}-{name}{suffix}",
+                  [python, RUNNER, "--model=BBQRec", *common, *flags, *seed_flag,
+                   f"--run_tag={tag}-{name}{suffix}"]) for name, flags in variants.items()]
     return runs
 
 
@@ -164,8 +174,15 @@ def write_outputs(dataset: str, minutes: float, results_dir: str, out_dir: str) 
             f"ranking), each run tested at its best validation NDCG@10. The budget counts stage 1 "
             f"and training batches on one thread (CPU seconds; see `recbole_bbqrec/budget.py`), "
             f"not validation. Curves: `{os.path.relpath(png, os.path.join(results_dir, dataset))}`."
-            f"\n\n{budget_table(records, tag)}\n\nCommands:\n"
-            + "".join(f"- {tables.label_of(r)}: `{r.get('command', '')}`\n" for r in records))
+            f"\n\n{budget_table(records, tag)}\n")
+    spread = seed_runs.seed_table(records, f"BBQRec-{tag}")
+    if spread:
+        text += (f"\n## Over seeds\n\nRuns that differ only in `--seed` (labels ending in "
+                 f"`-seed<k>`, the plain label is the configured seed). p over runs: Welch's "
+                 f"t-test of the run means; over users: paired t-test of each user's metric "
+                 f"averaged over the runs.\n\n{spread}\n")
+    text += "\nCommands:\n" + "".join(f"- {tables.label_of(r)}: `{r.get('command', '')}`\n"
+                                       for r in records)
     md = os.path.join(results_dir, dataset, f"{tag}.md")
     atomic_write_text(md, text)
     return md, png
@@ -180,6 +197,9 @@ def main(argv=None) -> tuple[str, str]:
     parser.add_argument("--variants", default="", help="BBQRec ablation variants, e.g. no_id")
     parser.add_argument("--config_files", default=" ".join(DEFAULT_FILES))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one core each)")
+    parser.add_argument("--seeds", default="",
+                        help="comma-separated seeds: every run once per seed (the first keeps "
+                             "the plain tag), e.g. 2020,2,3; default: the configured seed")
     parser.add_argument("--results_dir", default="results")
     parser.add_argument("--out_dir", default="reports")
     parser.add_argument("--plot_only", action="store_true", help="tables and plot of past runs")
@@ -190,12 +210,20 @@ def main(argv=None) -> tuple[str, str]:
     if not args.minutes > 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
     files = [p for p in re.split(r"[,\s]+", args.config_files) if p]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds!r}")
+    if any("--seed=" in a for a in extra) and seeds:
+        parser.error("give the seeds with --seeds, not also --seed")
     if not args.plot_only:
         models = [m for m in args.models.split(",") if m]
         names = [n for n in args.variants.split(",") if n]
         variants = variant_flags(args.dataset, names, files, extra) if names else {}
         runs = run_commands(args.dataset, args.minutes, models, variants, files,
-                            [*extra, f"--results_dir={args.results_dir}"])
+                            [*extra, f"--results_dir={args.results_dir}"], seeds=seeds)
         codes = launch(runs, args.jobs, os.path.join(args.results_dir, "logs"), args.dataset)
         failed = sorted(label for label, rc in codes.items() if rc != 0)
     else:
