@@ -31,7 +31,8 @@ from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
 from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search  # noqa: E402
-from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
+from recbole_bbqrec.modules.generator import (SemanticIDGenerator, decode_rows,  # noqa: E402
+                                              user_chunks)
 
 
 def synthetic_codes(n_items: int, n_levels: int, n_signals: int, n_codes: int,
@@ -83,7 +84,8 @@ class _Timed:
 
 
 def timed_search(model, index, hist, beam, batch, reference_trie=None):
-    """Encode + search every user in chunks of ``batch``.
+    """Encode + search every user in chunks of ``batch`` (the batched search then decodes
+    each chunk's users in ``generate``'s sub-chunks; the reference takes the chunk whole).
     Returns items, scores, total seconds, model seconds (encoder + decoder steps)."""
     hist_codes, mask, zq = hist
     outs, model_seconds, start = [], 0.0, time.perf_counter()
@@ -91,18 +93,45 @@ def timed_search(model, index, hist, beam, batch, reference_trie=None):
         sl = slice(lo, lo + batch)
         t0 = time.perf_counter()
         memory = model.encode(hist_codes[sl], mask[sl], zq[sl])
-        make = model.make_step_fn if reference_trie is not None else model.make_batched_step_fn
-        step = _Timed(make(memory, mask[sl]))
-        model_seconds += time.perf_counter() - t0
-        if reference_trie is None:
-            outs.append(constrained_beam_search(step, index, memory.shape[0], beam, topk=10))
-        else:
+        if reference_trie is not None:
+            step = _Timed(model.make_step_fn(memory, mask[sl]))
+            model_seconds += time.perf_counter() - t0
             outs.append(reference_beam_search(step, index.item_codes, memory.shape[0], beam,
                                               topk=10, trie=reference_trie))
-        model_seconds += step.seconds
+            model_seconds += step.seconds
+            continue
+        model_seconds += time.perf_counter() - t0
+        for sub in user_chunks(memory.shape[0], beam, memory.device):
+            t0 = time.perf_counter()
+            step = _Timed(model.make_batched_step_fn(memory[sub], mask[sl][sub],
+                                                     decode_rows(memory.device)))
+            model_seconds += time.perf_counter() - t0
+            outs.append(constrained_beam_search(step, index, memory[sub].shape[0], beam, topk=10))
+            model_seconds += step.seconds
     seconds = time.perf_counter() - start
     return (torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]), seconds,
             model_seconds)
+
+
+def print_profile(model, index, hist, beam: int, batch: int, rows: int) -> None:
+    """Where the batched search spends its time: the ``rows`` ops with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if index.item_codes.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, record_shapes=True) as prof:
+        timed_search(model, index, hist, beam, batch)
+    n = hist[0].shape[0]
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"profile of the batched search, beam {beam}: {total / 1e3 / n:.2f} ms/user of CPU "
+          f"op time; the {rows} costliest ops (self time, per user):")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
+        shapes = str(e.input_shapes)[:90]
+        share = 100 * e.self_cpu_time_total / total
+        print(f"  {e.self_cpu_time_total / 1e3 / n:7.3f} ms  {share:5.1f}%  x{e.count:<5d} "
+              f"{e.key:28s} {shapes}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1,
                    help="time each search this many times and keep the fastest (a shared machine)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile one batched search at the largest beam and print its N "
+                        "costliest ops (self time, torch.profiler)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the per-beam rows as JSON here, e.g. "
                                  "results/Beauty/bench-decode-BBQRec.json (read by the report)")
@@ -213,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{search_ref / max(search_fast, 1e-9):.0f}x", flush=True)
 
         beam = max(args.beams)
+        if args.profile:
+            print_profile(model, index, hist, beam, args.batch_size, args.profile)
         for signals in (args.scale_signals or [n_signals]) if args.scale_items else []:
             scale_model = model if signals == n_signals else SemanticIDGenerator(
                 n_levels, signals, n_codes, args.d_model, args.n_heads, args.encoder_layers,

@@ -121,6 +121,24 @@ def test_generate_returns_real_items_scored_like_score_items(catalogue):
         model.generate(hist, mask, zq, index, beam_size=5, topk=10)
 
 
+def test_generate_in_user_chunks_matches_one_chunk(catalogue, monkeypatch):
+    """generate decodes users in chunks of DECODE_ROWS_CPU // beam_size; with 2 users per chunk
+    (and a shorter last one) it returns the items one chunk of all 6 users returns, with the
+    same scores up to the rounding of a matmul over fewer rows."""
+    from recbole_bbqrec.modules import generator as generator_module
+
+    codes, _ = catalogue
+    model = make_model().eval()
+    hist, mask, zq, _ = make_batch(catalogue)
+    index = PrefixIndex.from_codes(codes)
+    whole = model.generate(hist, mask, zq, index, beam_size=20, topk=10)
+    for rows in (40, 80):                    # 2 and 4 users per chunk at beam 20
+        monkeypatch.setattr(generator_module, "DECODE_ROWS_CPU", rows)
+        chunked = model.generate(hist, mask, zq, index, beam_size=20, topk=10)
+        assert torch.equal(chunked[0], whole[0])
+        torch.testing.assert_close(chunked[1], whole[1], atol=1e-5, rtol=1e-6)
+
+
 def test_similarity_switch(catalogue):
     hist, mask, zq, target = make_batch(catalogue)
     off = make_model(use_similarity=False).eval()
