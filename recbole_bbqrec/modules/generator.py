@@ -40,6 +40,8 @@ def user_chunks(n_users: int, beam_size: int, device: torch.device | str) -> lis
     """The users ``generate`` decodes together: the whole search runs per chunk, so a
     chunk's activations and KV cache stay in cache and no per-step result is concatenated."""
     users = max(1, decode_rows(device) // beam_size)
+    if n_users <= users:                             # one chunk (also for an empty batch)
+        return [slice(0, n_users)]
     return [slice(lo, min(lo + users, n_users)) for lo in range(0, n_users, users)]
 
 
