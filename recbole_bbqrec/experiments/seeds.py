@@ -68,27 +68,29 @@ def welch_pvalue(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def averaged_per_user(runs: list[dict], metric: str) -> np.ndarray | None:
-    """Each user's ``metric`` averaged over the runs (None if a run has no per-user file or
-    the runs were tested on different users)."""
-    arrays = []
+def averaged_per_user(runs: list[dict]) -> dict[str, np.ndarray]:
+    """{metric: each user's value averaged over the runs} for the ``METRICS`` every run has
+    per-user values of (each run's file read once); a metric is left out when a run lacks
+    it or the runs were tested on different users."""
+    per_run = []
     for record in runs:
         try:
-            values = load_per_user(record).get(metric)
+            per_run.append(load_per_user(record))
         except (OSError, ValueError):
-            return None
-        if values is None:
-            return None
-        arrays.append(np.asarray(values, dtype=np.float64))
-    if not arrays or any(a.shape != arrays[0].shape for a in arrays):
-        return None
-    return np.mean(arrays, axis=0)
+            return {}
+    averaged = {}
+    for metric in METRICS:
+        arrays = [np.asarray(d[metric], dtype=np.float64) for d in per_run if metric in d]
+        if arrays and len(arrays) == len(per_run) and all(a.shape == arrays[0].shape
+                                                           for a in arrays):
+            averaged[metric] = np.mean(arrays, axis=0)
+    return averaged
 
 
-def paired_averaged_pvalue(target: list[dict], other: list[dict], metric: str) -> float | None:
+def paired_averaged_pvalue(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    """Paired t-test over users of two seed-averaged per-user arrays (None if it cannot run)."""
     from scipy.stats import ttest_rel
 
-    a, b = averaged_per_user(target, metric), averaged_per_user(other, metric)
     if a is None or b is None or a.shape != b.shape or np.array_equal(a, b):
         return None
     return float(ttest_rel(a, b).pvalue)
@@ -103,6 +105,7 @@ def seed_table(records: list[dict], target: str) -> str | None:
     header = ["runs of", "seeds", *[f"test {tables.metric_name(m)} mean ± sd" for m in METRICS],
               "valid N@10 mean", *[f"p {target} vs row, {tables.metric_name(m)}: over runs / "
                                    f"over users (seed-averaged)" for m in METRICS]]
+    averaged = {label: averaged_per_user(runs) for label, runs in groups.items()}
     rows = []
     for label, runs in groups.items():
         seeds = ", ".join(str((r.get("config") or {}).get("seed", "?")) for r in runs)
@@ -113,7 +116,8 @@ def seed_table(records: list[dict], target: str) -> str | None:
             mine = groups[target]
             p_cells = [" / ".join(tables.fmt_pvalue(p) for p in (
                 welch_pvalue(run_values(mine, m), run_values(runs, m)),
-                paired_averaged_pvalue(mine, runs, m))) for m in METRICS]
+                paired_averaged_pvalue(averaged[target].get(m), averaged[label].get(m))))
+                for m in METRICS]
         rows.append([label, seeds, *[mean_sd(run_values(runs, m)) for m in METRICS],
                      f"{valid.mean():.4f}" if valid.size else "-", *p_cells])
     return tables.to_markdown(header, rows)
