@@ -7,12 +7,14 @@ Times ``--steps`` optimisation steps of each model on the same training batches 
     .venv/bin/python bench/train_speed.py --dataset=Beauty --config_files=properties/overrides/cpu_budget.yaml
 
 Target (reported, not asserted): a BBQRec epoch <= 3x a SASRec epoch. The last line reads
-``epoch time ratio BBQRec/SASRec: <r>x``. Writes ``results/<dataset>/bench-train_speed.json``.
+``epoch time ratio BBQRec/SASRec: <r>x``. Updates ``results/<dataset>/bench-train_speed.json``:
+a call replaces the rows of the models and settings it timed and keeps every other row.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 import time
@@ -43,10 +45,26 @@ def time_model(model_name: str, dataset_name: str, files, extra, steps: int, war
             elapsed += time.perf_counter() - start
     per_step = elapsed / steps
     n_batches = len(train_data)
-    return {"model": model_name, "dataset": dataset_name, "step_s": round(per_step, 4),
+    return {"model": model_name, "dataset": dataset_name,
+            "config_files": list(files or []), "flags": list(extra),
+            "step_s": round(per_step, 4),
             "batches_per_epoch": n_batches, "epoch_s_estimate": round(per_step * n_batches, 1),
             "train_batch_size": config["train_batch_size"], "torch_threads": torch.get_num_threads(),
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def merged_rows(path: str, rows: list[dict]) -> list[dict]:
+    """The bench file's rows with this call's rows in place of those timed with the same
+    model, config files and flags (older rows without those fields count as no files/flags)."""
+    def key(row):
+        return row["model"], tuple(row.get("config_files") or ()), tuple(row.get("flags") or ())
+
+    old = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            old = json.load(handle)
+    new_keys = {key(row) for row in rows}
+    return [row for row in old if key(row) not in new_keys] + rows
 
 
 def main(argv=None) -> float:
@@ -66,8 +84,8 @@ def main(argv=None) -> float:
     for row in rows:
         print(row)
     ratio = rows[-1]["epoch_s_estimate"] / rows[0]["epoch_s_estimate"]
-    atomic_write_json(os.path.join(args.results_dir, args.dataset, "bench-train_speed.json"),
-                      rows, sort_keys=False)
+    path = os.path.join(args.results_dir, args.dataset, "bench-train_speed.json")
+    atomic_write_json(path, merged_rows(path, rows), sort_keys=False)
     print(f"epoch time ratio {rows[-1]['model']}/{rows[0]['model']}: {ratio:.2f}x")
     return ratio
 

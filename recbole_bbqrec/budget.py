@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import time
 
+from recbole_bbqrec.schedule import budget_progress
+
 CLOCKS = ("auto", "process", "wall")
 
 
@@ -137,6 +139,13 @@ class BudgetMixin:
                              f"{epoch_idx} ({self.clock.elapsed():.0f} s {self.clock.kind} "
                              f"clock); validating, then stopping")
         return loss
+
+    def _schedule_progress(self) -> float:
+        """A budgeted run's learning-rate schedule spans its training time: a decaying rate
+        reaches its floor as the budget runs out, however fast the machine is."""
+        if self.budget_s is None:
+            return super()._schedule_progress()
+        return budget_progress(self.clock.elapsed(), self.clock.charged, self.budget_s)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)

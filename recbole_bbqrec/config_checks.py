@@ -171,12 +171,18 @@ def check_budget(config: dict) -> None:
 
 
 def check_devices(config: dict) -> None:
-    """Mixed precision, NaN-check interval, warm-up and torch.distributed keys."""
+    """Mixed precision, NaN-check interval, learning-rate schedule and torch.distributed keys."""
     from recbole_bbqrec.device import AMP_DTYPES
+    from recbole_bbqrec.schedule import LR_DECAYS
 
     amp_dtype = config.get("amp_dtype")
     if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
         raise ConfigError(f"amp_dtype must be one of {AMP_DTYPES}, got {amp_dtype!r}.")
+    decay, floor = config.get("lr_decay"), config.get("lr_min_ratio")
+    if decay is not None and decay not in LR_DECAYS:
+        raise ConfigError(f"lr_decay must be one of {LR_DECAYS}, got {decay!r}.")
+    if floor is not None and (not _is_finite_number(floor) or not 0 <= floor <= 1):
+        raise ConfigError(f"lr_min_ratio must be a number in [0, 1], got {floor!r}.")
     for key, low in (("nan_check_steps", 0), ("warmup_steps", 0), ("nproc", 1),
                      ("ddp_timeout", 1), ("offset", 0)):
         value = config.get(key)

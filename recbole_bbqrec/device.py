@@ -9,8 +9,8 @@ trainers that use it unchanged (SASRec's, BBQRec's ...): losses are summed on th
 read once per epoch, the NaN flag stays on the device (``SafeCheckpointMixin._check_nan``) and
 is read every ``nan_check_steps`` steps and at the end of each epoch, autocast uses
 ``amp_dtype`` (bf16 where supported, else fp16 with a persistent scaler), and the learning rate
-ramps up linearly over ``warmup_steps`` steps. Trainers with their own loop (KGTrainer ...)
-keep it.
+follows ``recbole_bbqrec/schedule.py`` (warm-up over ``warmup_steps``, then ``lr_decay``).
+Trainers with their own loop (KGTrainer ...) keep it, and keep a flat learning rate.
 
 RecBole wraps the model in ``DistributedDataParallel(model, device_ids=[local_rank])``, which
 torch refuses for a CPU model; ``ddp_factory`` passes ``device_ids`` only for a CUDA model and
@@ -28,6 +28,8 @@ import contextlib
 import torch
 from recbole.trainer import Trainer
 from torch.nn.utils import clip_grad_norm_
+
+from recbole_bbqrec.schedule import LearningRateSchedule, steps_progress
 
 AMP_DTYPES = ("auto", "bf16", "fp16")
 
@@ -62,13 +64,6 @@ def autocast(device, dtype: torch.dtype | None):
 def needs_scaler(dtype: torch.dtype | None, device) -> bool:
     """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range."""
     return dtype == torch.float16 and torch.device(device).type == "cuda"
-
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up: (step + 1) / warmup_steps for the first warmup_steps steps, then 1."""
-    if not warmup_steps or step >= warmup_steps:
-        return 1.0
-    return (step + 1) / warmup_steps
 
 
 def ddp_factory(ddp_class):
@@ -111,7 +106,10 @@ class DeviceTrainerMixin:
         self.enable_scaler = (needs_scaler(self.amp_dtype, self.device)
                               or (self.enable_scaler and self.enable_amp))
         self.warmup_steps = int(config["warmup_steps"] or 0)
+        self.lr_schedule = LearningRateSchedule(self.warmup_steps, config["lr_decay"] or "none",
+                                                float(config["lr_min_ratio"] or 0.0))
         self.global_step = 0
+        self._batches_per_epoch = 1
         self._grad_scaler = None
 
     def _map_reduce(self, result, num_sample):
@@ -122,15 +120,21 @@ class DeviceTrainerMixin:
 
 class FastTrainEpochMixin:
     """RecBole's ``Trainer._train_epoch`` without per-step host syncs; amp with a chosen
-    dtype and a scaler kept across epochs; linear learning-rate warm-up."""
+    dtype and a scaler kept across epochs; the learning-rate schedule applied every step."""
 
-    def _set_warmup_lr(self) -> None:
-        if not self.warmup_steps or self.global_step > self.warmup_steps:
+    def _schedule_progress(self) -> float:
+        """Share of the run's horizon done: steps over ``epochs`` x batches per epoch
+        (``BudgetMixin`` counts the time budget instead)."""
+        return steps_progress(self.global_step, self.warmup_steps,
+                              self.epochs * self._batches_per_epoch)
+
+    def _set_scheduled_lr(self) -> None:
+        schedule = self.lr_schedule
+        if not schedule.active:
             return
-        factor = warmup_factor(self.global_step, self.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group.setdefault("base_lr", group["lr"])
-            group["lr"] = group["base_lr"] * factor
+        if schedule.decay == "none" and self.global_step > self.warmup_steps:
+            return  # flat after the warm-up: nothing to set
+        schedule.apply(self.optimizer, self.global_step, self._schedule_progress())
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         from recbole.utils import set_color
@@ -147,10 +151,11 @@ class FastTrainEpochMixin:
             self._grad_scaler = torch.amp.GradScaler(self.device.type,
                                                      enabled=self.enable_scaler)
         scaler = self._grad_scaler
+        self._batches_per_epoch = max(1, len(train_data))
         total, is_tuple = None, False
         for interaction in iter_data:
             interaction = interaction.to(self.device)
-            self._set_warmup_lr()
+            self._set_scheduled_lr()
             self.optimizer.zero_grad()
             sync_loss = 0
             if not self.config["single_spec"]:

@@ -151,6 +151,18 @@ def test_seeded_comparison_runs_every_model_once_per_seed():
         "TIGER-budget20m-seed2", "BBQRec-budget20m-seed2", "BBQRec-budget20m-no_id-seed2"]
     assert "--seed=2020" in runs[0][1] and "--run_tag=budget20m" in runs[0][1]
     assert "--seed=2" in runs[5][1] and "--run_tag=budget20m-no_id-seed2" in runs[5][1]
+    # seeds that leave out the configured one (2020) are all tagged: none passes as canonical
+    later = run_commands("Beauty", 20, ["TIGER"], {}, [], [], python="py", seeds=[2, 3])
+    assert [label for label, _ in later] == ["TIGER-budget20m-seed2", "TIGER-budget20m-seed3"]
+    assert "--seed=3" in later[1][1] and "--run_tag=budget20m-seed3" in later[1][1]
+
+
+def test_a_config_file_that_sets_the_seed_decides_the_plain_tag(tmp_path):
+    config = tmp_path / "seed7.yaml"
+    config.write_text("seed: 7  # (int) a site's own seed\n", encoding="utf-8")
+    runs = run_commands("Beauty", 20, ["TIGER"], {}, [str(config)], [], python="py",
+                        seeds=[2020, 7])
+    assert [label for label, _ in runs] == ["TIGER-budget20m-seed2020", "TIGER-budget20m"]
 
 
 def _seed_record(tmp_path, label, seed, ndcg_per_user):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_bbqrec.device import resolve_amp_dtype, warmup_factor
+from recbole_bbqrec.device import resolve_amp_dtype
 from recbole_bbqrec.errors import ConfigError
+from recbole_bbqrec.schedule import warmup_factor
 from recbole_bbqrec.modules.generator import SemanticIDGenerator
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -204,6 +205,45 @@ def test_warmup_steps_ramp_the_learning_rate(sasrec_data):
     steps = len(train_data)
     lr = trainer.optimizer.param_groups[0]["lr"]
     assert lr == pytest.approx(0.001 * steps / 100000)
+
+
+def _scheduled_lr(sasrec_data, prepare=None, **keys):
+    """The learning rate after one short epoch of a SASRec trainer with schedule ``keys``
+    (the module's shared config gets its own values back afterwards)."""
+    config = sasrec_data[0]
+    keys = {"warmup_steps": 0, **keys}  # an earlier test may have left a warm-up in config
+    saved = {key: config[key] for key in ("lr_decay", "lr_min_ratio", "time_budget", "epochs",
+                                          "warmup_steps")}
+    try:
+        trainer, train_data = _sasrec_trainer(*sasrec_data, n_batches=5, learning_rate=0.001,
+                                              **keys)
+        if prepare:
+            prepare(trainer)
+        trainer._train_epoch(train_data, 0)
+        return trainer, trainer.optimizer.param_groups[0]["lr"]
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def test_cosine_decay_spans_the_epochs_of_an_unbudgeted_run(sasrec_data):
+    trainer, lr = _scheduled_lr(sasrec_data, lr_decay="cosine", lr_min_ratio=0.1, epochs=2)
+    # 5 batches an epoch, 2 epochs: the 5th step (step 4) runs at progress 4/10
+    assert trainer.global_step == 5
+    assert lr == pytest.approx(0.001 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.4))))
+
+
+def test_a_budgeted_run_decays_over_its_training_time_not_its_epochs(sasrec_data):
+    def half_spent(trainer):
+        # 100 s budget, 20 s of it stage 1: 60 s on the clock is half the training time
+        trainer.budget_s = 100.0
+        trainer.clock.charge(20.0)
+        trainer.clock.elapsed = lambda: 60.0
+
+    trainer, lr = _scheduled_lr(sasrec_data, half_spent, lr_decay="linear", lr_min_ratio=0.2,
+                                time_budget=100 / 60, epochs=100000)
+    assert not trainer.budget_spent
+    assert lr == pytest.approx(0.001 * (0.2 + 0.8 * 0.5))
 
 
 def test_stage1_under_autocast_within_noise_and_one_host_read_per_epoch(monkeypatch):

@@ -144,3 +144,19 @@ def test_a_damaged_per_user_file_gives_na_with_the_reason(tmp_path):
     record["_path"] = str(folder / "x.json")
     with pytest.raises(ValueError, match="not a file name beside the record"):
         load_per_user(record)
+
+
+def test_train_speed_bench_keeps_the_rows_it_did_not_time(tmp_path):
+    import json
+
+    from bench.train_speed import merged_rows
+
+    path = tmp_path / "bench-train_speed.json"
+    path.write_text(json.dumps([{"model": "SASRec", "step_s": 0.05},
+                                {"model": "BBQRec", "step_s": 0.3}]), encoding="utf-8")
+    rows = merged_rows(str(path), [{"model": "BBQRec", "config_files": [], "flags": [],
+                                    "step_s": 0.2},
+                                   {"model": "BBQRec", "config_files": ["cpu_budget.yaml"],
+                                    "flags": [], "step_s": 0.19}])
+    assert [(r["model"], r["step_s"]) for r in rows] == [("SASRec", 0.05), ("BBQRec", 0.2),
+                                                        ("BBQRec", 0.19)]

@@ -48,6 +48,8 @@ def test_stage1_hash_changes_with_config_and_not_with_stage2_keys(ml100k_root):
     base = identity()
     assert identity(d_model=64, n_buckets=10, learning_rate=0.01) == base  # stage-2 keys
     assert identity(code_dim=32) != base and identity(use_mim=False) != base
+    assert identity(enable_amp=False) == base  # fp32 IDs cached before amp was hashed
+    assert identity(enable_amp=True) != base  # bf16 training gives other IDs
 
 
 def test_standardize_gives_unit_variance_and_keeps_missing_rows_zero(ml100k_root):

@@ -10,8 +10,8 @@ counts), validating along the way, tests each at its best validation, then write
 
 All runs of one comparison carry ``run_tag: budget<m>m`` (variants ``budget<m>m-<name>``),
 so tables and later checks find them. ``--seeds=2020,2,3`` runs every model once per seed
-(the first seed's runs keep the plain tag, the others add ``-seed<k>``) and the markdown then
-also holds the spread over seeds and tests that see it (``experiments/seeds.py``).
+(the configured seed's runs keep the plain tag, the others add ``-seed<k>``) and the markdown
+then also holds the spread over seeds and tests that see it (``experiments/seeds.py``).
 
     python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20
     python -m recbole_bbqrec.experiments.budget_compare --dataset=Beauty --minutes=20 --variants=no_id
@@ -34,6 +34,8 @@ from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.budget import curve_points
 from recbole_bbqrec.results import load_results
 from recbole_bbqrec.utils import repo_root
+
+RECBOLE_DEFAULT_SEED = 2020  # recbole/properties/overall.yaml
 
 DEFAULT_MODELS = ("SASRec", "TIGER", "BBQRec")
 DEFAULT_FILES = ("properties/overrides/cpu_budget.yaml",)
@@ -59,11 +61,25 @@ def variant_flags(dataset: str, names: list[str], files: list[str], extra: list[
                      for k, val in v.config.items()] for v in chosen}
 
 
+def configured_seed(files: list[str]) -> int:
+    """The seed a run gets without ``--seed``: the last config file that sets one, else
+    RecBole's default."""
+    import yaml
+
+    seed = RECBOLE_DEFAULT_SEED
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+        seed = int(loaded.get("seed", seed))
+    return seed
+
+
 def run_commands(dataset: str, minutes: float, models, variants: dict, files, extra,
                  python: str = sys.executable, seeds: list[int] | None = None
                  ) -> list[tuple[str, list[str]]]:
     """(label, argv) of every run: one per model, one per BBQRec variant; with ``seeds``,
-    all of them once per seed (the first seed's runs keep the plain tags)."""
+    all of them once per seed. The configured seed's runs keep the plain tags (they are the
+    runs a one-seed comparison makes); every other seed's runs are tagged ``-seed<k>``."""
     tag = budget_tag(minutes)
     common = [f"--dataset={dataset}", f"--time_budget={minutes:g}", "--torch_threads=1",
               "--epochs=100000", "--show_progress=False"]  # the budget ends the run, not epochs
@@ -71,9 +87,10 @@ def run_commands(dataset: str, minutes: float, models, variants: dict, files, ex
         common.append(f"--config_files={' '.join(files)}")
     common += list(extra)
     runs = []
-    for i, seed in enumerate(seeds or [None]):
+    plain_seed = configured_seed(files)
+    for seed in seeds or [None]:
         seed_flag = [] if seed is None else [f"--seed={seed}"]
-        suffix = seed_runs.seed_tag("", seed if i > 0 else None)
+        suffix = seed_runs.seed_tag("", None if seed in (None, plain_seed) else seed)
         runs += [(f"{m}-{tag}{suffix}", [python, RUNNER, f"--model={m}", *common, *seed_flag,
                                          f"--run_tag={tag}{suffix}"]) for m in models]
         runs += [(f"BBQRec-{tag}-{name}{suffix}",
@@ -198,8 +215,9 @@ def main(argv=None) -> tuple[str, str]:
     parser.add_argument("--config_files", default=" ".join(DEFAULT_FILES))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one core each)")
     parser.add_argument("--seeds", default="",
-                        help="comma-separated seeds: every run once per seed (the first keeps "
-                             "the plain tag), e.g. 2020,2,3; default: the configured seed")
+                        help="comma-separated seeds: every run once per seed (the configured "
+                             "seed keeps the plain tag, others get -seed<k>), e.g. 2020,2,3; "
+                             "default: the configured seed only")
     parser.add_argument("--results_dir", default="results")
     parser.add_argument("--out_dir", default="reports")
     parser.add_argument("--plot_only", action="store_true", help="tables and plot of past runs")

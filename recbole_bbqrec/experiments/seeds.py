@@ -29,8 +29,8 @@ METRICS = ("recall@10", "ndcg@10")
 
 
 def seed_tag(tag: str, seed: int | None) -> str:
-    """The run tag of one seed: the first seed keeps ``tag`` (so a one-seed comparison is
-    unchanged), the others get ``tag-seed<k>``."""
+    """The run tag of one seed: None (the configured seed) keeps ``tag``, so a one-seed
+    comparison is unchanged; another seed gets ``tag-seed<k>``."""
     return tag if seed is None else f"{tag}-seed{seed}"
 
 

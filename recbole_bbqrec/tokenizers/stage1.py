@@ -98,6 +98,10 @@ def stage1_identity(config, dataset) -> tuple[str, dict]:
     params = {key: config[key] for key in STAGE1_KEYS}
     params.update({key: config[key] for key, old in STAGE1_KEYS_ADDED.items()
                    if config["tokenizer"] == "bbq" and config["code_usage_weight"] and config[key] != old})
+    if config["enable_amp"]:
+        # mixed precision trains other IDs than fp32; hashed only when on, so the fp32 IDs
+        # cached before this key was hashed stay valid
+        params["enable_amp"], params["amp_dtype"] = True, config["amp_dtype"] or "auto"
     params["modalities"] = modalities
     params["feature_scaling"] = FEATURE_SCALING
     params["dataset"] = dataset.dataset_name
