@@ -8,8 +8,6 @@ pipeline, so the two are kept apart.
 
 from __future__ import annotations
 
-import os
-
 import torch.distributed as dist
 
 
@@ -81,24 +79,10 @@ def run_distributed(model, dataset, config_file_list, argv) -> dict | None:
     config = build_config(model, dataset, config_file_list, None, argv)
     if config["stage"] != "preprocess":
         ensure_dataset(config)
-    create_shared_dirs(config)
     return launch(model, dataset, config_file_list, argv, nproc=int(config["nproc"]),
                   world_size=int(config["world_size"]), ip=str(config["ip"]),
                   port=config["port"], offset=int(config["offset"]),
                   ddp_timeout=int(config["ddp_timeout"]))
-
-
-def create_shared_dirs(config) -> list[str]:
-    """Create, once and before any rank starts, the folders every rank makes on its own.
-
-    RecBole's ``ensure_dir`` checks, then creates: two ranks that both see the folder missing
-    both call ``os.makedirs`` and the slower one dies with ``FileExistsError`` (CI, 2026-12-02,
-    on ``checkpoint_dir``). Made here, each rank finds them and skips the race."""
-    folders = [str(config["checkpoint_dir"]),
-               os.path.join("log", str(config["model"]))]  # init_logger's fixed "./log/<model>"
-    for folder in folders:
-        os.makedirs(folder, exist_ok=True)
-    return folders
 
 
 def wants_distributed(argv) -> bool:

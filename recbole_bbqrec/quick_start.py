@@ -29,8 +29,8 @@ from recbole_bbqrec.errors import ConfigError, RunFailedError, StaleDatasetError
 from recbole_bbqrec.results import (command_line, peak_rss_mb, plain_metrics,
                                     write_result)
 from recbole_bbqrec.trainer import get_trainer
-from recbole_bbqrec.utils import (create_dataset, disable_anomaly_detection, get_model,
-                                  init_seed_and_determinism)
+from recbole_bbqrec.utils import (create_dataset, create_run_dirs, disable_anomaly_detection,
+                                  get_model, init_seed_and_determinism)
 
 STAGES = ("all", "preprocess", "tokenizer")
 
@@ -85,6 +85,7 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
                           "stage-1 IDs (an unchanged stage-1 config never retrains).")
     if config["stage"] not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {config['stage']!r}")
+    create_run_dirs(config)  # before RecBole's racy ensure_dir in parallel ranks and trials
     return config
 
 

@@ -138,6 +138,20 @@ def create_dataset(config):
     return dataset
 
 
+def create_run_dirs(config) -> list[str]:
+    """Create the folders RecBole's trainer and logger make, race-free, before RecBole does.
+
+    RecBole's ``ensure_dir`` checks, then creates: two processes that both find the folder
+    missing (DDP ranks, parallel Ray Tune trials) both call ``os.makedirs`` and the slower one
+    dies with ``FileExistsError`` (CI, 2026-12-02, on ``checkpoint_dir``, both paths).
+    ``exist_ok=True`` is safe under that race; once the folder exists RecBole skips it."""
+    folders = [str(config["checkpoint_dir"]),
+               os.path.join("log", str(config["model"]))]  # init_logger's fixed ./log/<model>
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+    return folders
+
+
 def repo_root() -> str:
     """The checkout's root (where ``properties/`` and ``run_recbole_bbqrec.py`` live)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

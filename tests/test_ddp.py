@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from recbole_bbqrec.launcher import create_shared_dirs, free_port, wants_distributed
+from recbole_bbqrec.launcher import free_port, wants_distributed
+from recbole_bbqrec.utils import create_run_dirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,13 +46,13 @@ def test_only_nproc_above_one_or_a_world_size_is_distributed():
     assert wants_distributed(["--nproc=1", "--world_size=8", "--offset=4"])  # a node of several
 
 
-def test_folders_every_rank_makes_exist_before_the_ranks_start(tmp_path, monkeypatch):
+def test_folders_every_rank_or_trial_makes_are_created_race_free(tmp_path, monkeypatch):
     # RecBole's ensure_dir checks then creates; two ranks racing on it killed CI on 12-02
     monkeypatch.chdir(tmp_path)
     config = {"checkpoint_dir": str(tmp_path / "saved" / "deep"), "model": "BBQRec"}
-    made = create_shared_dirs(config)
+    made = create_run_dirs(config)
     assert (tmp_path / "saved" / "deep").is_dir() and (tmp_path / "log" / "BBQRec").is_dir()
-    assert create_shared_dirs(config) == made  # a second launch finds them and does not fail
+    assert create_run_dirs(config) == made  # a second process finds them and does not fail
 
 
 def test_two_gloo_ranks_train_once_evaluate_each_user_once_and_write_once(ml100k_root, tmp_path):
