@@ -105,8 +105,8 @@ class DeviceTrainerMixin:
         self.enable_amp = self.amp_dtype is not None  # RecBole's own loops read this flag
         self.enable_scaler = (needs_scaler(self.amp_dtype, self.device)
                               or (self.enable_scaler and self.enable_amp))
-        self.warmup_steps = int(config["warmup_steps"] or 0)
-        self.lr_schedule = LearningRateSchedule(self.warmup_steps, config["lr_decay"] or "none",
+        self.lr_schedule = LearningRateSchedule(int(config["warmup_steps"] or 0),
+                                                config["lr_decay"] or "none",
                                                 float(config["lr_min_ratio"] or 0.0))
         self.global_step = 0
         self._batches_per_epoch = 1
@@ -125,16 +125,12 @@ class FastTrainEpochMixin:
     def _schedule_progress(self) -> float:
         """Share of the run's horizon done: steps over ``epochs`` x batches per epoch
         (``BudgetMixin`` counts the time budget instead)."""
-        return steps_progress(self.global_step, self.warmup_steps,
+        return steps_progress(self.global_step, self.lr_schedule.warmup_steps,
                               self.epochs * self._batches_per_epoch)
 
     def _set_scheduled_lr(self) -> None:
-        schedule = self.lr_schedule
-        if not schedule.active:
-            return
-        if schedule.decay == "none" and self.global_step > self.warmup_steps:
-            return  # flat after the warm-up: nothing to set
-        schedule.apply(self.optimizer, self.global_step, self._schedule_progress())
+        if self.lr_schedule.changes_at(self.global_step):
+            self.lr_schedule.apply(self.optimizer, self.global_step, self._schedule_progress())
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         from recbole.utils import set_color

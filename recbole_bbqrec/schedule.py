@@ -72,6 +72,11 @@ class LearningRateSchedule:
     def active(self) -> bool:
         return bool(self.warmup_steps) or self.decay != "none"
 
+    def changes_at(self, step: int) -> bool:
+        """Whether the factor may differ from the last one set: never when inactive, and not
+        after the warm-up's last step when there is no decay (flat from there on)."""
+        return self.active and (self.decay != "none" or step <= self.warmup_steps)
+
     def factor(self, step: int, progress: float) -> float:
         return warmup_factor(step, self.warmup_steps) * decay_factor(progress, self.decay,
                                                                       self.min_ratio)

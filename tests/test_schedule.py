@@ -42,6 +42,13 @@ def test_schedule_scales_every_group_and_keeps_their_ratio():
     assert not LearningRateSchedule().active
 
 
+def test_a_warmup_without_decay_stops_setting_the_rate_after_its_last_step():
+    warmup_only = LearningRateSchedule(warmup_steps=3)
+    assert [warmup_only.changes_at(step) for step in range(5)] == [True] * 4 + [False]
+    assert LearningRateSchedule(decay="cosine").changes_at(10 ** 6)
+    assert not LearningRateSchedule().changes_at(0)
+
+
 @pytest.mark.parametrize("key, value", [("lr_decay", "step"), ("lr_min_ratio", 1.5),
                                         ("lr_min_ratio", "low")])
 def test_bad_schedule_keys_are_refused_with_the_key(key, value):
