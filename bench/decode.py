@@ -2,14 +2,17 @@
 
 Same generator weights for both searches.  The reference calls the plain cached step function
 (``make_step_fn``: the whole batch at once, full KV cache gathered per step, as a Hugging Face
-decoder is driven); the batched search calls what ``generate`` uses (``make_batched_step_fn``:
-users in cache-sized chunks, BOS shared per user).  Both compute the same log-probs up to float
-rounding, so their top-10 must be identical.  Reports users/second of each, the speed-up, the
+decoder is driven); the batched search runs what ``generate`` runs (``decode``: users in
+cache-sized chunks, BOS shared per user, the last level pruned to the beams that can reach the
+top 10).  Both compute the same log-probs up to float rounding, so their top-10 must be
+identical.  A random-init model (the default) is the worst case for the pruning: its flat
+distributions leave every beam in reach; ``--result`` decodes a trained run's test users.  Reports users/second of each, the speed-up, the
 model/search split, and how the batched per-user time grows with the catalogue (10k, 100k, 1M
 synthetic items, for every S in --scale_signals).
 
     .venv/bin/python bench/decode.py                       # random init, synthetic codes
     .venv/bin/python bench/decode.py --codes ids.npy --checkpoint gen.pt
+    .venv/bin/python bench/decode.py --result results/Beauty/<run>.json --unpruned  # trained, test users
 
 Targets (reported, not asserted): batched >= 10x the reference at identical output;
 <= 5 ms per user at beam 50 on 2 CPU cores for ~12k items, L=3, S=3, N=256, d_model=128.
@@ -30,9 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
-from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search  # noqa: E402
-from recbole_bbqrec.modules.generator import (SemanticIDGenerator, decode_rows,  # noqa: E402
-                                              user_chunks)
+from recbole_bbqrec.modules.beam_search import PrefixIndex  # noqa: E402
+from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
 
 
 def synthetic_codes(n_items: int, n_levels: int, n_signals: int, n_codes: int,
@@ -58,6 +60,36 @@ def load_codes(path: str) -> torch.Tensor:
     return torch.from_numpy(codes.astype(np.int64))
 
 
+def trained_run(result: str, n_users: int):
+    """A finished run's generator, prefix index and its first ``n_users`` test users' real
+    histories (what evaluation decodes), from its results JSON (``results/<dataset>/*.json``):
+    -> (generator, index, (hist_codes, mask, zq), label)."""
+    import json
+
+    from recbole_bbqrec.checkpoints import load_model_weights
+    from recbole_bbqrec.quick_start import build_run
+    from recbole_bbqrec.recommend import _rebuild_config
+
+    with open(result, encoding="utf-8") as f:
+        record = json.load(f)
+    config = _rebuild_config(record["config"])
+    parts = build_run(config, split=True, trainer=False)     # stage-1 IDs come from its cache
+    model = parts.model
+    load_model_weights(model, record["checkpoint"], "cpu")
+    model.eval()
+    if not hasattr(model, "generator"):
+        raise ValueError(f"{result} is a {config['model']} run: the bench needs a generative "
+                         f"model (BBQRec or TIGER)")
+    hists = []
+    for batch in parts.test_data:
+        hists.append(model._history(batch[0]))
+        if sum(h[0].shape[0] for h in hists) >= n_users:
+            break
+    hist = tuple(torch.cat(parts)[:n_users] for parts in zip(*hists))
+    label = f"{config['dataset']} {config['model']} {os.path.basename(record['checkpoint'])}"
+    return model.generator, model.prefix_index, hist, label
+
+
 def make_histories(codes: torch.Tensor, n_users: int, max_history: int, zq_dim: int,
                    seed: int):
     """Random user histories of 5..max_history real items (right-padded, RecBole layout)."""
@@ -76,39 +108,40 @@ class _Timed:
     def __init__(self, step):
         self.step, self.seconds = step, 0.0
 
-    def __call__(self, prefix, parent):
+    def __call__(self, *args):
         start = time.perf_counter()
-        out = self.step(prefix, parent)
+        out = self.step(*args)
         self.seconds += time.perf_counter() - start
         return out
 
 
-def timed_search(model, index, hist, beam, batch, reference_trie=None):
-    """Encode + search every user in chunks of ``batch`` (the batched search then decodes
-    each chunk's users in ``generate``'s sub-chunks; the reference takes the chunk whole).
-    Returns items, scores, total seconds, model seconds (encoder + decoder steps)."""
+def timed_search(model, index, hist, beam, batch, reference_trie=None, prune=True):
+    """Encode + search every user in chunks of ``batch``: the batched search is exactly what
+    ``generate`` runs (``decode``, with its user chunks and pruned last level); the reference
+    takes each chunk whole. Returns items, scores, total seconds, model seconds (encoder +
+    decoder steps)."""
     hist_codes, mask, zq = hist
-    outs, model_seconds, start = [], 0.0, time.perf_counter()
+    outs, steps, model_seconds, start = [], [], 0.0, time.perf_counter()
+
+    def timed(step):
+        steps.append(_Timed(step))
+        return steps[-1]
     for lo in range(0, hist_codes.shape[0], batch):
         sl = slice(lo, lo + batch)
         t0 = time.perf_counter()
         memory = model.encode(hist_codes[sl], mask[sl], zq[sl])
-        if reference_trie is not None:
-            step = _Timed(model.make_step_fn(memory, mask[sl]))
-            model_seconds += time.perf_counter() - t0
-            outs.append(reference_beam_search(step, index.item_codes, memory.shape[0], beam,
-                                              topk=10, trie=reference_trie))
-            model_seconds += step.seconds
-            continue
         model_seconds += time.perf_counter() - t0
-        for sub in user_chunks(memory.shape[0], beam, memory.device):
-            t0 = time.perf_counter()
-            step = _Timed(model.make_batched_step_fn(memory[sub], mask[sl][sub],
-                                                     decode_rows(memory.device)))
-            model_seconds += time.perf_counter() - t0
-            outs.append(constrained_beam_search(step, index, memory[sub].shape[0], beam, topk=10))
-            model_seconds += step.seconds
+        if reference_trie is None:
+            outs.append(model.decode(memory, mask[sl], index, beam, topk=10, wrap_step=timed,
+                                     prune=prune))
+            continue
+        t0 = time.perf_counter()
+        step = timed(model.make_step_fn(memory, mask[sl]))
+        model_seconds += time.perf_counter() - t0
+        outs.append(reference_beam_search(step, index.item_codes, memory.shape[0], beam,
+                                          topk=10, trie=reference_trie))
     seconds = time.perf_counter() - start
+    model_seconds += sum(step.seconds for step in steps)
     return (torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]), seconds,
             model_seconds)
 
@@ -138,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--codes", help=".npy int array [n_items, L, S], or a stage-1 .sid file; "
                                    "default: synthetic")
+    p.add_argument("--result", help="a finished run's results JSON: its trained model, IDs and "
+                                    "real test histories (overrides --codes, --checkpoint and "
+                                    "the model sizes)")
     p.add_argument("--checkpoint", help="generator state dict (torch.save), loaded weights-only")
     p.add_argument("--checkpoint_prefix", default="",
                    help="key prefix of the generator inside the checkpoint, e.g. 'generator.'")
@@ -167,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1,
                    help="time each search this many times and keep the fastest (a shared machine)")
+    p.add_argument("--unpruned", action="store_true",
+                   help="also time the batched search scoring every last-level beam (no "
+                        "pruning): what the pruned last level saves, same top-10")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile one batched search at the largest beam and print its N "
                         "costliest ops (self time, torch.profiler)")
@@ -178,30 +217,37 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    if args.codes and args.codes.endswith(".sid"):
-        from recbole_bbqrec.tokenizers.semantic_ids import read_sid_file
-
-        codes = torch.from_numpy(read_sid_file(args.codes)[1])
+    if args.result:
+        model, index, hist, label = trained_run(args.result, args.n_users)
+        codes, args.label = index.item_codes, args.label or label
+        n_codes, args.no_similarity = model.codebook_size, not model.use_similarity
     else:
-        codes = load_codes(args.codes) if args.codes else synthetic_codes(
-            args.n_items, args.levels, args.signals, args.codebook_size, args.seed)
+        if args.codes and args.codes.endswith(".sid"):
+            from recbole_bbqrec.tokenizers.semantic_ids import read_sid_file
+
+            codes = torch.from_numpy(read_sid_file(args.codes)[1])
+        else:
+            codes = load_codes(args.codes) if args.codes else synthetic_codes(
+                args.n_items, args.levels, args.signals, args.codebook_size, args.seed)
+        n_levels, n_signals = codes.shape[1], codes.shape[2]
+        n_codes = max(args.codebook_size, int(codes.max()) + 1)
+        model = SemanticIDGenerator(n_levels, n_signals, n_codes, args.d_model, args.n_heads,
+                                    args.encoder_layers, args.decoder_layers, args.d_ff, 0.0,
+                                    args.max_history, args.n_buckets,
+                                    use_similarity=not args.no_similarity)
+        if args.checkpoint:
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+            if args.checkpoint_prefix:
+                state = {k[len(args.checkpoint_prefix):]: v for k, v in state.items()
+                         if k.startswith(args.checkpoint_prefix)}
+            model.load_state_dict(state)
+        model.eval()
     n_levels, n_signals = codes.shape[1], codes.shape[2]
-    n_codes = max(args.codebook_size, int(codes.max()) + 1)
-    model = SemanticIDGenerator(n_levels, n_signals, n_codes, args.d_model, args.n_heads,
-                                args.encoder_layers, args.decoder_layers, args.d_ff, 0.0,
-                                args.max_history, args.n_buckets,
-                                use_similarity=not args.no_similarity)
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        if args.checkpoint_prefix:
-            state = {k[len(args.checkpoint_prefix):]: v for k, v in state.items()
-                     if k.startswith(args.checkpoint_prefix)}
-        model.load_state_dict(state)
-    model.eval()
     print(f"catalogue: {codes.shape[0]} items, L={n_levels}, S={n_signals}, N={n_codes}; "
-          f"d_model={args.d_model}, enc/dec layers {args.encoder_layers}/{args.decoder_layers}, "
-          f"threads={torch.get_num_threads()}", flush=True)
+          f"d_model={model.d_model}, enc/dec layers {len(model.encoder.layers)}/"
+          f"{len(model.decoder_layers)}, {'trained: ' + args.result if args.result else 'random init'}"
+          f", threads={torch.get_num_threads()}", flush=True)
 
     ratios, identical, rows = [], True, []
     with torch.inference_mode():
@@ -212,7 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         trie = build_trie(codes)
         print(f"reference dict trie built in {time.perf_counter() - start:.2f}s")
-        hist = make_histories(codes, args.n_users, args.max_history, 3 * args.d_model, args.seed)
+        if not args.result:
+            hist = make_histories(codes, args.n_users, args.max_history, 3 * args.d_model,
+                                  args.seed)
         warm = tuple(t[:8] for t in hist)
         timed_search(model, index, warm, max(args.beams), 8)               # warm-up
         for beam in args.beams:
@@ -238,11 +286,22 @@ def main(argv: list[str] | None = None) -> None:
                          "speed_up": round(ratio, 1),
                          "search_speed_up": round(search_ref / max(search_fast, 1e-9), 1),
                          "identical_top10": same, "threads": torch.get_num_threads(),
-                         "weights": args.checkpoint or "random init"})
+                         "weights": args.result or args.checkpoint or "random init",
+                         "histories": "test users" if args.result else "random"})
             print(f"          of which model (encoder + decoder steps, same step_fn): "
                   f"{1e3 * m_fast / n:.2f} / {1e3 * m_ref / n:.2f} ms/user; search alone: "
                   f"{1e3 * search_fast / n:.3f} vs {1e3 * search_ref / n:.2f} ms/user = "
                   f"{search_ref / max(search_fast, 1e-9):.0f}x", flush=True)
+            if args.unpruned:
+                full_items, full_scores, t_full, m_full = min(
+                    (timed_search(model, index, hist, beam, args.batch_size, prune=False)
+                     for _ in range(args.repeats)), key=lambda run: run[2])
+                same_full = torch.equal(items, full_items) and torch.equal(scores, full_scores)
+                identical &= same_full
+                rows[-1]["unpruned_ms_per_user"] = round(1e3 * t_full / n, 2)
+                print(f"          unpruned last level: {1e3 * t_full / n:.2f} ms/user (model "
+                      f"{1e3 * m_full / n:.2f}); pruning saves {100 * (1 - t_fast / t_full):.0f}%"
+                      f", same items and scores: {same_full}", flush=True)
 
         beam = max(args.beams)
         if args.profile:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from recbole_bbqrec.modules import beam_search as bs
+from recbole_bbqrec.modules import tuple_topk as tt
 from bench.reference_beam_search import reference_beam_search
 from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search
 
@@ -26,9 +26,10 @@ def make_step_fn(bsz, n_levels, n_signals, n_codes, seed=0):
     base = torch.randn(bsz, n_levels, n_signals * n_codes, generator=gen)
     mix = torch.randn(n_levels, n_signals, n_codes, n_signals * n_codes, generator=gen)
 
-    def step(prefix, parent):
+    def step(prefix, parent, users=None):
         b, w, level, _ = prefix.shape
-        logits = base[:, level, None].expand(b, w, -1)
+        rows = base if users is None else base[users]        # a subset of the batch's users
+        logits = rows[:, level, None].expand(b, w, -1)
         for pos in range(level):
             for s in range(n_signals):
                 logits = logits + mix[pos, s][prefix[:, :, pos, s]]
@@ -167,8 +168,8 @@ def test_step_fn_with_too_few_codes_is_rejected():
 def scaled(step, scale, quantum=None):
     """step's logits times ``scale`` (peaked or flat), optionally rounded to ``quantum`` so
     that many tuple scores tie exactly."""
-    def run(prefix, parent):
-        logits = step(prefix, parent) * scale
+    def run(prefix, parent, users=None):
+        logits = step(prefix, parent, users) * scale
         if quantum is not None:
             logits = (logits / quantum).round() * quantum
         return torch.log_softmax(logits, dim=-1)
@@ -180,7 +181,7 @@ def test_dense_first_position_matches_scan_and_reference(n_signals, n_codes, n_i
     # Nearly every first tuple is used: the root goes through the cube / group path.
     codes = random_codes(n_items, 2, n_signals, n_codes, seed=n_signals)
     index = PrefixIndex.from_codes(codes)
-    assert bs._cube_depth(index, 5) is not None
+    assert tt._cube_depth(index, 5) is not None
     for seed, scale, quantum in [(0, 0.2, None), (1, 5.0, None), (2, 1.0, 0.5), (3, 0.05, None)]:
         step = scaled(make_step_fn(16, 2, n_signals, n_codes, seed=seed), scale, quantum)
         fast = constrained_beam_search(step, index, 16, 5)
@@ -188,12 +189,12 @@ def test_dense_first_position_matches_scan_and_reference(n_signals, n_codes, n_i
         assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
         log_probs = step(torch.zeros(16, 1, 0, n_signals, dtype=torch.long), None)[:, 0]
         zero = torch.zeros(16, 1)
-        got = bs._root_topk(log_probs, index, 5)
-        want = bs._scan_topk(log_probs, index.child_codes[0][0], zero, 5)
+        got = tt.root_topk(log_probs, index, 5)
+        want = tt.scan_topk(log_probs, index.child_codes[0][0], zero, 5)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         # The group path alone, from the cube's floor, for every user (not only the inexact).
-        top, _, _ = bs._cube_topk(log_probs, index, 5, bs._cube_depth(index, 5))
-        grouped = bs._group_topk(log_probs, index, 5, top[:, -1])
+        top, _, _ = tt._cube_topk(log_probs, index, 5, tt._cube_depth(index, 5))
+        grouped = tt._group_topk(log_probs, index, 5, top[:, -1])
         assert torch.equal(grouped[0], want[0]) and torch.equal(grouped[1], want[1])
 
 
@@ -203,8 +204,8 @@ def test_root_with_infinite_log_probs_falls_back_to_scan():
     log_probs = torch.log_softmax(torch.randn(4, 2, 16), dim=-1)
     log_probs[0, 0, :12] = float("-inf")                # few finite first tuples left
     log_probs[1, 1, 3] = float("-inf")
-    got = bs._root_topk(log_probs, index, 5)
-    want = bs._scan_topk(log_probs, index.child_codes[0][0], torch.zeros(4, 1), 5)
+    got = tt.root_topk(log_probs, index, 5)
+    want = tt.scan_topk(log_probs, index.child_codes[0][0], torch.zeros(4, 1), 5)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
@@ -221,7 +222,75 @@ def test_ties_break_alike_in_batched_and_reference(n_levels, n_signals, n_codes,
 
 def test_stable_topk_orders_ties_by_position():
     key = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 3.0]])
-    vals, pos = bs.ranked_topk(key, 3)
+    vals, pos = tt.ranked_topk(key, 3)
     assert vals.tolist() == [[3.0, 3.0, 3.0]] and pos.tolist() == [[1, 2, 4]]
-    vals, pos = bs.ranked_topk(key, 3, order=torch.tensor([[0, 9, 8, 7, 6, 5]]))
+    vals, pos = tt.ranked_topk(key, 3, order=torch.tensor([[0, 9, 8, 7, 6, 5]]))
     assert pos.tolist() == [[5, 4, 2]]
+
+
+def counting(step, n_levels):
+    """step, and a list of the beams it scored at the last level, per call."""
+    calls = []
+
+    def run(prefix, parent, users=None):
+        if prefix.shape[2] == n_levels - 1:
+            calls.append(prefix.shape[0] * prefix.shape[1])
+        return step(prefix, parent, users)
+    return run, calls
+
+
+def knowing(step, codes, bonus):
+    """step's logits plus ``bonus`` on the codes of an item that continues each beam's prefix:
+    a model that has learnt the catalogue, as a trained one has (its last tuples are near
+    certain), unlike a random one."""
+    def run(prefix, parent, users=None):
+        logits = step(prefix, parent, users)                                # [B, W, S, N]
+        level = prefix.shape[2]
+        match = (prefix[:, :, None] == codes[None, None, :, :level]).flatten(3).all(3)
+        item = match.float().argmax(2)                                      # [B, W]
+        logits = logits + bonus * torch.nn.functional.one_hot(codes[item, level],
+                                                              logits.shape[3])
+        return torch.log_softmax(logits, dim=-1)
+    return run
+
+
+@pytest.mark.parametrize("n_levels,n_signals,n_codes,n_items,beam,topk,bonus,quantum", [
+    (3, 3, 4, 300, 20, 5, 8.0, None),     # knows the catalogue: most last beams skipped
+    (3, 3, 4, 300, 20, 5, 0.0, None),     # random: (nearly) every beam needed
+    (3, 1, 8, 300, 30, 10, 4.0, 0.5),     # ties at the cut
+    (2, 2, 6, 200, 40, 10, 6.0, None),
+    (3, 2, 3, 30, 50, 10, 6.0, None),     # fewer items than beams: dead beams, -1 padding
+])
+def test_pruned_last_level_equals_the_full_search(n_levels, n_signals, n_codes, n_items, beam,
+                                                  topk, bonus, quantum):
+    codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=beam)
+    index = PrefixIndex.from_codes(codes)
+    base = knowing(scaled(make_step_fn(8, n_levels, n_signals, n_codes, seed=beam), 1.0, quantum),
+                   codes, bonus)
+    step, pruned_calls = counting(base, n_levels)
+    pruned = constrained_beam_search(step, index, 8, beam, topk=topk, prune=True)
+    full_step, full_calls = counting(base, n_levels)
+    full = constrained_beam_search(full_step, index, 8, beam, topk=topk)
+    slow = reference_beam_search(base, codes, 8, beam, topk=topk)
+    for got in (full, slow):
+        assert torch.equal(pruned[0], got[0]) and torch.equal(pruned[1], got[1])
+    assert sum(pruned_calls) <= sum(full_calls) + 8 * beam  # at worst one row per beam extra
+    if bonus > 0 and quantum is None and n_items > beam:
+        assert sum(pruned_calls) < 0.6 * sum(full_calls)     # the knowing model skips beams
+
+
+def test_pruned_last_level_with_infinite_log_probs():
+    # -inf log-probs below the root: keys at the dtype's minimum must still beat padding
+    # and the floor must not let a skipped beam's valid child drop out.
+    codes = random_codes(200, 3, 2, 5, seed=3)
+    index = PrefixIndex.from_codes(codes)
+    base = scaled(make_step_fn(6, 3, 2, 5, seed=3), 3.0)
+
+    def step(prefix, parent, users=None):
+        out = base(prefix, parent, users).clone()
+        if prefix.shape[2] == 2:
+            out[..., 1, :3] = float("-inf")             # most last tuples impossible
+        return out
+    pruned = constrained_beam_search(step, index, 6, 30, topk=10, prune=True)
+    full = constrained_beam_search(step, index, 6, 30, topk=10)
+    assert torch.equal(pruned[0], full[0]) and torch.equal(pruned[1], full[1])

@@ -139,6 +139,45 @@ def test_generate_in_user_chunks_matches_one_chunk(catalogue, monkeypatch):
         torch.testing.assert_close(chunked[1], whole[1], atol=1e-5, rtol=1e-6)
 
 
+def test_generate_skips_last_level_beams_that_cannot_reach_the_top_k(catalogue):
+    """A model sure of every item's last tuple (as a trained one is): only the best ~topk beams
+    can reach the top, so the pruned search (what generate runs) sends few of them through
+    the decoder and returns the full search's items and scores."""
+    codes = catalogue[0].clone()
+    codes[:, L - 1] = 0                                   # every last tuple (0, 0, 0) ...
+    assert torch.unique(codes, dim=0).shape[0] == codes.shape[0]
+    model = make_model().eval()
+    with torch.no_grad():
+        model.head_bias.view(L, S, N)[L - 1, :, 0] = 30.0  # ... and the model is sure of it
+    hist, mask, zq, _ = make_batch(catalogue)
+    index = PrefixIndex.from_codes(codes)
+    memory = model.encode(hist, mask, zq)
+    scored = []
+
+    def counted(step):
+        def run(prefix, parent, users=None):
+            if prefix.shape[2] == L - 1:
+                scored.append(prefix.shape[0] * prefix.shape[1])
+            return step(prefix, parent, users)
+        return run
+    with torch.no_grad():
+        pruned = constrained_beam_search(counted(model.make_batched_step_fn(memory, mask)),
+                                         index, 6, 30, topk=5, prune=True)
+        full = constrained_beam_search(model.make_batched_step_fn(memory, mask), index, 6, 30,
+                                       topk=5)
+        plain = reference_beam_search(model.make_step_fn(memory, mask), codes, 6, 30, topk=5)
+    assert sum(scored) <= 6 * 8 < 6 * 30            # round 1 only: ceil(1.5 * 5) beams a user
+    for other in (full, plain, model.generate(hist, mask, zq, index, beam_size=30, topk=5)):
+        assert torch.equal(pruned[0], other[0])
+        torch.testing.assert_close(pruned[1], other[1], atol=1e-5, rtol=1e-5)
+    # A call for some users at the last level continues the cached prefix; out of sequence,
+    # with no cache for those users, it is refused.
+    step = model.make_batched_step_fn(memory, mask)
+    with pytest.raises(ValueError, match="must follow the previous level"):
+        step(codes[:4, :2][None].expand(2, -1, -1, -1), torch.zeros(2, 4, dtype=torch.long),
+             torch.tensor([0, 3]))
+
+
 def test_similarity_switch(catalogue):
     hist, mask, zq, target = make_batch(catalogue)
     off = make_model(use_similarity=False).eval()

@@ -137,3 +137,13 @@ def test_checkpoint_from_other_semantic_ids_is_refused(records, tmp_path):
     result_file.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="semantic IDs 0123456789ab"):
         Recommender.from_result(str(result_file))
+
+
+def test_decode_bench_runs_a_trained_model_on_its_test_users(records, capsys):
+    from bench.decode import main as bench_main
+
+    bench_main(["--result", records["BBQRec"]["result_file"], "--n_users", "16",
+                "--batch_size", "8", "--beams", "10", "--scale_items", "--threads", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "trained: " in lines[0] and "d_model=32" in lines[0]
+    assert lines[-1].endswith("identical top-10: yes")

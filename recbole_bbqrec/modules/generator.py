@@ -14,6 +14,7 @@ once per user; decoder self-attention keeps a KV cache reordered by the beam par
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -327,36 +328,39 @@ class SemanticIDGenerator(nn.Module):
         per user ([B, 1, d], never copied per beam), later positions gathered by ``parent``
         chunk by chunk (no growing cache re-concatenated each step, none kept after the last
         level); only the newest token is embedded. Called out of sequence, it rebuilds the
-        cache from the prefix. ``generate`` already hands it chunks of users that fit
+        cache from the prefix. At the last level it also takes ``users`` (batch rows) and may
+        be called again, which the search's pruned last level needs. ``generate`` already hands it chunks of users that fit
         ``rows_per_chunk`` (see ``DECODE_ROWS_CPU``); 512-row chunks were up to 3x slower on
         2 threads of a busy machine (each op is a thread barrier).
         """
         kv, bias = self._memory_state(memory, memory_mask)
-        bsz, n_layers = memory.shape[0], len(self.decoder_layers)
+        n_layers = len(self.decoder_layers)
         # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams
         state: dict = {"cache": None, "length": -1}
 
         def run(tokens: torch.Tensor, cache: list, parent: torch.Tensor | None,
-                level: int | None) -> torch.Tensor | None:
-            """Decode one position for every beam (tokens [B, W, d]); appends its k/v to
-            ``cache`` (first reordering it by ``parent``); log-probs [B, W, S, N] at ``level``."""
+                level: int | None, users: torch.Tensor | None = None) -> torch.Tensor | None:
+            """Decode one position for every beam (tokens [B', W, d] of the batch rows
+            ``users``, default all); appends its k/v to ``cache`` (first reordering it by
+            ``parent``) unless ``level`` is the last; log-probs [B', W, S, N] at ``level``."""
             width = tokens.shape[1]
-            users = max(1, rows_per_chunk // width)
+            chunk = max(1, rows_per_chunk // width)
             new_cache = [[[] for _ in range(len(cache[i]) + 1)] for i in range(n_layers)]
             out = []
-            for lo in range(0, bsz, users):
-                sl = slice(lo, lo + users)
+            for lo in range(0, tokens.shape[0], chunk):
+                sl = slice(lo, lo + chunk)
+                rows = sl if users is None else users[sl]        # rows of memory and cache
                 x = self.input_dropout(tokens[sl])                          # [c, W, d]
                 for i, layer in enumerate(self.decoder_layers):
                     past = []
                     for pos, (k, v) in enumerate(cache[i]):
-                        k, v = k[sl], v[sl]
+                        k, v = k[rows], v[rows]
                         if parent is not None and k.shape[1] > 1:
                             index = parent[sl, :, None].expand(-1, -1, k.shape[2])
                             k, v = k.gather(1, index), v.gather(1, index)
                         past.append((k, v))
                         new_cache[i][pos].append((k, v))
-                    x, fresh = layer.step(x, past, kv[i][0][sl], kv[i][1][sl], bias[sl])
+                    x, fresh = layer.step(x, past, kv[i][0][rows], kv[i][1][rows], bias[rows])
                     new_cache[i][-1].append(fresh)
                 if level is not None:
                     hidden = self.decoder_norm(x).view(-1, self.d_model)         # [c*W, d]
@@ -370,20 +374,28 @@ class SemanticIDGenerator(nn.Module):
                 return None
             return torch.cat(out, 0) if len(out) > 1 else out[0]
 
-        def step(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+        def step(prefix: torch.Tensor, parent: torch.Tensor | None,
+                 users: torch.Tensor | None = None) -> torch.Tensor:
             level = prefix.shape[2]
-            if level > 0 and parent is not None and state["length"] == level:
+            in_sequence = level > 0 and parent is not None and state["length"] == level
+            if in_sequence:
                 cache = state["cache"]
                 tokens = (self.code_embedding(prefix[:, :, -1] + self.code_offsets[level - 1])
                           .sum(-2) + self.level_embedding.weight[level])         # [B, W, d]
+            elif users is not None:
+                raise ValueError("a step for a subset of users (users=...) must follow the "
+                                 "previous level's step: it decodes from the cached prefix")
             else:                                   # first step, or rebuild from the prefix
                 cache, parent = [[] for _ in range(n_layers)], None
                 tokens = self._decoder_tokens(prefix)                           # [B, W, l+1, d]
                 for pos in range(level):
                     run(tokens[:, :, pos], cache, None, None)
                 tokens = tokens[:, :, level]
-            log_probs = run(tokens, cache, parent, level)
-            state["cache"], state["length"] = cache, level + 1
+            log_probs = run(tokens, cache, parent, level, users)
+            # Positions cached: the last level adds none, so it may be called again (for
+            # other users or beams: the search's pruned last level).
+            state["cache"] = cache
+            state["length"] = level + 1 if level < self.n_levels - 1 else level
             return log_probs
 
         return step
@@ -402,12 +414,25 @@ class SemanticIDGenerator(nn.Module):
             raise ValueError(f"index uses code {index.max_code} >= codebook_size "
                              f"{self.codebook_size}")
         memory = self.encode(hist_codes, hist_mask, hist_zq)
+        return self.decode(memory, hist_mask, index, beam_size, topk)
+
+    @torch.no_grad()
+    def decode(self, memory: torch.Tensor, memory_mask: torch.Tensor, index: PrefixIndex,
+               beam_size: int, topk: int | None = None,
+               wrap_step: Callable[[StepFn], StepFn] | None = None, prune: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The search part of :meth:`generate`, from the encoder's memory [B, T, d]: the whole
+        search per chunk of users (``user_chunks``), the last level pruned to the beams that
+        can reach the top ``topk`` (``prune=False`` scores them all: same result, for the
+        bench). ``wrap_step`` wraps each chunk's step function (the bench times the model)."""
         rows = decode_rows(memory.device)
         parts = []
         for sl in user_chunks(memory.shape[0], beam_size, memory.device):
-            step = self.make_batched_step_fn(memory[sl], hist_mask[sl], rows)
+            step = self.make_batched_step_fn(memory[sl], memory_mask[sl], rows)
+            if wrap_step is not None:
+                step = wrap_step(step)
             parts.append(constrained_beam_search(step, index, memory[sl].shape[0], beam_size,
-                                                 memory.device, topk))
+                                                 memory.device, topk, prune=prune))
         if len(parts) == 1:
             return parts[0]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
