@@ -296,12 +296,15 @@ def main(argv: list[str] | None = None) -> None:
                 full_items, full_scores, t_full, m_full = min(
                     (timed_search(model, index, hist, beam, args.batch_size, prune=False)
                      for _ in range(args.repeats)), key=lambda run: run[2])
-                same_full = torch.equal(items, full_items) and torch.equal(scores, full_scores)
+                # Pruned rounds call the model on fewer rows: its matmuls may round the last
+                # bit differently (as between the batched and reference searches).
+                same_full = torch.equal(items, full_items)
                 identical &= same_full
                 rows[-1]["unpruned_ms_per_user"] = round(1e3 * t_full / n, 2)
                 print(f"          unpruned last level: {1e3 * t_full / n:.2f} ms/user (model "
                       f"{1e3 * m_full / n:.2f}); pruning saves {100 * (1 - t_fast / t_full):.0f}%"
-                      f", same items and scores: {same_full}", flush=True)
+                      f", same top-10: {same_full} (max |score diff| "
+                      f"{(scores - full_scores).abs().max().item():.2e})", flush=True)
 
         beam = max(args.beams)
         if args.profile:

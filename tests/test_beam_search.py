@@ -294,3 +294,53 @@ def test_pruned_last_level_with_infinite_log_probs():
     pruned = constrained_beam_search(step, index, 6, 30, topk=10, prune=True)
     full = constrained_beam_search(step, index, 6, 30, topk=10)
     assert torch.equal(pruned[0], full[0]) and torch.equal(pruned[1], full[1])
+
+
+def test_pruned_last_level_equals_the_full_search_on_random_small_cases():
+    """A seeded sweep over shapes, peakedness, exact ties and -inf log-probs: an off-by-one
+    floor (the (topk-1)-th key) or a skipped second round shows up in a few of these."""
+    gen = torch.Generator().manual_seed(7)
+    pick = lambda options: options[int(torch.randint(len(options), (1,), generator=gen))]  # noqa: E731
+    second_rounds = 0
+    for case in range(150):
+        n_levels, n_signals, n_codes = pick([2, 3]), pick([1, 2, 3]), pick([2, 3, 4, 5, 6])
+        space = n_codes ** (n_levels * n_signals)
+        n_items = min(space // 2, pick([20, 60, 150]))
+        if n_items < 2:
+            continue
+        codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=case)
+        index = PrefixIndex.from_codes(codes)
+        bsz, beam = pick([1, 3, 7]), pick([4, 8, 16, 30])
+        topk = pick([k for k in (1, 2, 3, 5, 10) if k < beam])
+        base = make_step_fn(bsz, n_levels, n_signals, n_codes, seed=case)
+        step = knowing(scaled(base, pick([0.1, 1.0, 4.0]), pick([None, 0.5, 1.0])), codes,
+                       pick([0.0, 3.0, 10.0]))
+        impossible = torch.rand(bsz, n_levels, n_signals, n_codes, generator=gen) < 0.1
+
+        def with_holes(prefix, parent, users=None, step=step, impossible=impossible):
+            rows = impossible if users is None else impossible[users]
+            hole = rows[:, prefix.shape[2], None].expand(-1, prefix.shape[1], -1, -1)
+            return step(prefix, parent, users).masked_fill(hole, float("-inf"))
+        calls = []
+
+        def counted(prefix, parent, users=None):
+            if prefix.shape[2] == n_levels - 1:
+                calls.append(users is not None)
+            return with_holes(prefix, parent, users)
+        pruned = constrained_beam_search(counted, index, bsz, beam, topk=topk, prune=True)
+        full = constrained_beam_search(with_holes, index, bsz, beam, topk=topk)
+        second_rounds += any(calls)
+        assert torch.equal(pruned[0], full[0]), case
+        assert torch.equal(pruned[1], full[1]), case
+    assert second_rounds >= 10                        # the second round is exercised
+
+
+def test_pruned_last_level_keeps_the_step_functions_dtype():
+    codes = random_codes(300, 3, 3, 4, seed=20)
+    index = PrefixIndex.from_codes(codes)
+    base = make_step_fn(8, 3, 3, 4, seed=20)
+    step = lambda p, parent, users=None: base(p, parent, users).double()  # noqa: E731
+    pruned = constrained_beam_search(step, index, 8, 20, topk=5, prune=True)
+    full = constrained_beam_search(step, index, 8, 20, topk=5)
+    assert pruned[1].dtype == torch.float64
+    assert torch.equal(pruned[0], full[0]) and torch.equal(pruned[1], full[1])

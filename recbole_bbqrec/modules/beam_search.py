@@ -98,7 +98,8 @@ def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Te
     those of the full level.  On a trained model most users need round 1 only (Beauty:
     ~11 of 50 beams at topk 10); a flat (untrained) model needs every beam."""
     bsz, width, n_children, _ = child_codes.shape
-    key = torch.full(child_codes.shape[:3], float("-inf"), device=scores.device)
+    key = torch.full(child_codes.shape[:3], float("-inf"), dtype=scores.dtype,
+                     device=scores.device)
     total = torch.full_like(key, float("-inf"))
     # A beam's best possible key (its children's totals never exceed its score); dead: -inf.
     bound = scores.nan_to_num(neginf=torch.finfo(scores.dtype).min)
@@ -128,6 +129,8 @@ def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Te
 
 # Round 1 of the pruned last level scores this many times topk beams per user: on trained
 # Beauty checkpoints 90% of test users need at most 1.2 x topk (measured at topk 10, beam 50).
+# Where round 1 would cover more than half the beams (beam 20 for a top 10) the search scores
+# them all in one call: what a second, small call costs was as much as it saved.
 FIRST_ROUND = 1.5
 
 
@@ -143,12 +146,14 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
     ``index`` must live on ``device`` (``index.to(device)``) for speed; it is moved if not.
 
     ``prune=True`` (with topk < beam_size) sends through the model, at the last level, only
-    the beams that can still reach the top ``topk``; the result is the same bit for bit.  It
-    needs two promises of ``step_fn``: its log-probs are normalised (<= 0, as log_softmax
-    gives them), and at the last level it takes a third argument ``users`` (LongTensor [B'],
-    or None for all): the call then covers those rows of the batch only, prefix
-    [B', W', l, S] and parent [B', W'] (into those users' previous beams), and it may be
-    called more than once at that level.
+    the beams that can still reach the top ``topk``; the result is that of scoring every beam,
+    bit for bit when a row's log-probs do not depend on how many rows are in the call (a
+    model's matmuls may pick another kernel for another shape and differ in the last bits,
+    as the batched search and the reference do).  It needs two promises of ``step_fn``: its
+    log-probs are normalised (<= 0, no NaN, as log_softmax gives them), and at the last
+    level it takes a third argument ``users`` (LongTensor [B'], or None for all): the call
+    then covers those rows of the batch only, prefix [B', W', l, S] and parent [B', W']
+    (into those users' previous beams), and it may be called more than once at that level.
     """
     check_beam_args(beam_size, topk)
     device = torch.device(device) if device is not None else index.item_codes.device
@@ -189,7 +194,8 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
         child_valid = index.child_valid[level][nodes] & alive[:, :, None]  # [B, W, C]
         child_next = table_next[nodes]
         keep = min(beam_size, width * n_children)
-        if prune and topk is not None and topk < keep and level == index.n_levels - 1:
+        if (prune and topk is not None and topk < keep and level == index.n_levels - 1
+                and math.ceil(FIRST_ROUND * topk) <= width // 2):
             key, total = _pruned_last_level(step_fn, prefix, parent, scores, child_codes,
                                             child_valid, topk, max_code)
             keep = topk                   # the top topk of a ranking are its first topk

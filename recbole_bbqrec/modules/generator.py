@@ -333,10 +333,11 @@ class SemanticIDGenerator(nn.Module):
         ``rows_per_chunk`` (see ``DECODE_ROWS_CPU``); 512-row chunks were up to 3x slower on
         2 threads of a busy machine (each op is a thread barrier).
         """
-        kv, bias = self._memory_state(memory, memory_mask)
         n_layers = len(self.decoder_layers)
-        # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams
-        state: dict = {"cache": None, "length": -1}
+        # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams;
+        # memory: the cross-attention keys/values and mask bias, projected at the first step
+        # (so that a wrapped step function's time includes them)
+        state: dict = {"cache": None, "length": -1, "memory": None}
 
         def run(tokens: torch.Tensor, cache: list, parent: torch.Tensor | None,
                 level: int | None, users: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -345,6 +346,7 @@ class SemanticIDGenerator(nn.Module):
             ``parent``) unless ``level`` is the last; log-probs [B', W, S, N] at ``level``."""
             width = tokens.shape[1]
             chunk = max(1, rows_per_chunk // width)
+            kv, bias = state["memory"]
             new_cache = [[[] for _ in range(len(cache[i]) + 1)] for i in range(n_layers)]
             out = []
             for lo in range(0, tokens.shape[0], chunk):
@@ -376,6 +378,8 @@ class SemanticIDGenerator(nn.Module):
 
         def step(prefix: torch.Tensor, parent: torch.Tensor | None,
                  users: torch.Tensor | None = None) -> torch.Tensor:
+            if state["memory"] is None:
+                state["memory"] = self._memory_state(memory, memory_mask)
             level = prefix.shape[2]
             in_sequence = level > 0 and parent is not None and state["length"] == level
             if in_sequence:
@@ -400,6 +404,14 @@ class SemanticIDGenerator(nn.Module):
 
         return step
 
+    def _check_index(self, index: PrefixIndex) -> None:
+        if (index.n_levels, index.n_signals) != (self.n_levels, self.n_signals):
+            raise ValueError(f"index has [L, S] = [{index.n_levels}, {index.n_signals}], the "
+                             f"model [{self.n_levels}, {self.n_signals}]")
+        if index.max_code >= self.codebook_size:
+            raise ValueError(f"index uses code {index.max_code} >= codebook_size "
+                             f"{self.codebook_size}")
+
     @torch.no_grad()
     def generate(self, hist_codes: torch.Tensor, hist_mask: torch.Tensor,
                  hist_zq: torch.Tensor | None, index: PrefixIndex, beam_size: int,
@@ -407,12 +419,7 @@ class SemanticIDGenerator(nn.Module):
         """Trie-constrained beam search -> (item_ids [B, K], scores [B, K]), K = topk or
         beam_size, best first; -1 / -inf pad when the catalogue has fewer than K items.
         Call ``eval()`` first: dropout is not switched off here."""
-        if (index.n_levels, index.n_signals) != (self.n_levels, self.n_signals):
-            raise ValueError(f"index has [L, S] = [{index.n_levels}, {index.n_signals}], the "
-                             f"model [{self.n_levels}, {self.n_signals}]")
-        if index.max_code >= self.codebook_size:
-            raise ValueError(f"index uses code {index.max_code} >= codebook_size "
-                             f"{self.codebook_size}")
+        self._check_index(index)
         memory = self.encode(hist_codes, hist_mask, hist_zq)
         return self.decode(memory, hist_mask, index, beam_size, topk)
 
@@ -425,6 +432,7 @@ class SemanticIDGenerator(nn.Module):
         search per chunk of users (``user_chunks``), the last level pruned to the beams that
         can reach the top ``topk`` (``prune=False`` scores them all: same result, for the
         bench). ``wrap_step`` wraps each chunk's step function (the bench times the model)."""
+        self._check_index(index)
         rows = decode_rows(memory.device)
         parts = []
         for sl in user_chunks(memory.shape[0], beam_size, memory.device):
