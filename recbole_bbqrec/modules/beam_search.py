@@ -146,7 +146,8 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
     ``index`` must live on ``device`` (``index.to(device)``) for speed; it is moved if not.
 
     ``prune=True`` (with topk < beam_size) sends through the model, at the last level, only
-    the beams that can still reach the top ``topk``; the result is that of scoring every beam,
+    the beams that can still reach the top ``topk`` (when ``FIRST_ROUND * topk`` is at most
+    half the beams; otherwise all of them, in one call); the result is that of scoring every beam,
     bit for bit when a row's log-probs do not depend on how many rows are in the call (a
     model's matmuls may pick another kernel for another shape and differ in the last bits,
     as the batched search and the reference do).  It needs two promises of ``step_fn``: its
