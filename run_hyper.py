@@ -15,6 +15,7 @@ installed and the same data_path / checkpoint_dir / output_dir (a shared file sy
 import argparse
 import sys
 
+from recbole_bbqrec.cli import parse_with_config_keys
 from recbole_bbqrec.experiments.tune import run_search
 
 
@@ -44,11 +45,7 @@ def parse_args(argv):
     parser.add_argument("--reduction_factor", type=int, default=3)
     parser.add_argument("--max_failures", type=int, default=0, help="retries per trial")
     parser.add_argument("--verbose", type=int, default=1, help="Ray Tune verbosity 0-3")
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-    if bad:
-        parser.error(f"unrecognized arguments {bad}: config keys are given as --key=value")
-    return args, rest
+    return parse_with_config_keys(parser, argv)
 
 
 def main(argv=None) -> dict:

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from recbole_bbqrec import launcher
+from recbole_bbqrec.cli import parse_with_config_keys
 from recbole_bbqrec.quick_start import run
 
 
@@ -23,7 +24,7 @@ def main(argv=None) -> str:
     parser.add_argument("--model", "-m", default="BBQRec", help="plugin or RecBole model name")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
-    args, _unknown = parser.parse_known_args(argv)
+    args, _config_keys = parse_with_config_keys(parser, argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
     # Every --key=value (including --model/--dataset) also reaches Config as a config key.
     if launcher.wants_distributed(argv):  # --nproc=N: N ranks (recbole_bbqrec/launcher.py)

@@ -21,6 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
+from recbole_bbqrec.cli import parse_with_config_keys  # noqa: E402
 from recbole_bbqrec.quick_start import run  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from recbole_bbqrec.tokenizers.semantic_ids import CollisionError  # noqa: E402
@@ -49,7 +50,7 @@ def main(argv=None) -> list[dict]:
                         choices=list(TOKENIZER_MODELS))
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
     parser.add_argument("--results_dir", default="results")
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parse_with_config_keys(parser, argv)
     files = args.config_files.split() if args.config_files else None
     rows, command = [], command_line()
     for tokenizer in args.tokenizers:

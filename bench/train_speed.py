@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
+from recbole_bbqrec.cli import parse_with_config_keys  # noqa: E402
 from recbole_bbqrec.quick_start import build_config, build_run  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def main(argv=None) -> float:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
     parser.add_argument("--results_dir", default="results")
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parse_with_config_keys(parser, argv)
     torch.set_num_threads(args.threads)
     files = args.config_files.split() if args.config_files else None
     rows = [time_model(m, args.dataset, files, extra, args.steps, args.warmup) for m in args.models]

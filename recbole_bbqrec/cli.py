@@ -8,6 +8,7 @@ traceback through RecBole. Anything else is a bug and keeps its traceback (exit 
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -44,3 +45,18 @@ def run_cli(main: Callable[..., T], argv: list[str] | None = None) -> T:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def parse_with_config_keys(parser: argparse.ArgumentParser, argv: list[str] | None
+                           ) -> tuple[argparse.Namespace, list[str]]:
+    """``parser``'s own flags, and the rest as config keys, each ``--key=value``.
+
+    Anything else is refused (exit 2) rather than dropped: ``--epochs 5`` or a misspelt flag
+    such as ``--out x`` would otherwise reach RecBole's Config, which only warns and ignores
+    it, and the run would go ahead with the defaults."""
+    args, rest = parser.parse_known_args(argv)
+    bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg)]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (config keys go as "
+                     f"--key=value, e.g. --epochs=5)")
+    return args, rest

@@ -131,3 +131,33 @@ def test_every_command_line_entry_goes_through_run_cli(path):
     source = open(os.path.join(REPO, path)).read()
     entry = source[source.index('if __name__ == "__main__":'):]
     assert "run_cli(main)" in entry, entry
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "5"], ["--out", "x.json"], ["stray"]])
+def test_a_config_key_without_equals_is_refused_not_dropped(argv, capsys, tmp_path, monkeypatch):
+    """RecBole's Config only warns about an argument that is not --key=value and runs on with
+    the defaults (a bench once wrote into results/ that way); every entry point refuses it."""
+    from bench import train_speed
+
+    monkeypatch.chdir(tmp_path)
+    for main, required in ((run_recbole_bbqrec.main, []), (train_speed.main, []),
+                           (ablation.main, ["--dataset=ml-100k"])):
+        with pytest.raises(SystemExit) as caught:
+            run_cli(main, required + argv)
+        assert caught.value.code == 2
+        err = capsys.readouterr().err
+        assert "unrecognized arguments: " + " ".join(argv) in err and "--key=value" in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_flags_of_the_entry_point_itself_may_take_a_space():
+    import argparse
+
+    from recbole_bbqrec.cli import parse_with_config_keys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", "-d", default="ml-100k")
+    args, keys = parse_with_config_keys(parser, ["--dataset", "Beauty", "--epochs=2"])
+    assert args.dataset == "Beauty" and keys == ["--epochs=2"]
+    args, keys = parse_with_config_keys(parser, ["-d", "Sports"])
+    assert args.dataset == "Sports" and keys == []

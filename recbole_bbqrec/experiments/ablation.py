@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from recbole_bbqrec.experiments import tables
 from recbole_bbqrec.atomic_io import atomic_write_text
+from recbole_bbqrec.cli import parse_with_config_keys
 
 RUN_TAG_PREFIX = tables.ABLATION_PREFIX  # "ablation-": what compare/report look for
 FULL = "full"
@@ -265,10 +266,7 @@ def main(argv=None) -> list[Outcome]:
     parser.add_argument("--variants_file", default=None,
                         help="another ablations YAML (default: properties/ablations.yaml)")
     parser.add_argument("--list", action="store_true", help="print the variants and stop")
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not (a.startswith("--") and "=" in a)]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)} (config keys go as --key=value)")
+    args, extra = parse_with_config_keys(parser, argv)
     files = [p for p in re.split(r"[,\s]+", args.config_files or "") if p] or None
     names = [n.strip() for n in (args.variants or "").split(",") if n.strip()] or None
     # Bad variant names, variants file or config: nothing was run; the ValueError reaches

@@ -32,6 +32,7 @@ from recbole_bbqrec.experiments import seeds as seed_runs
 from recbole_bbqrec.experiments import tables
 from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.budget import curve_points
+from recbole_bbqrec.cli import parse_with_config_keys
 from recbole_bbqrec.results import load_results
 from recbole_bbqrec.utils import repo_root
 
@@ -221,10 +222,7 @@ def main(argv=None) -> tuple[str, str]:
     parser.add_argument("--results_dir", default="results")
     parser.add_argument("--out_dir", default="reports")
     parser.add_argument("--plot_only", action="store_true", help="tables and plot of past runs")
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not (a.startswith("--") and "=" in a)]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)} (config keys go as --key=value)")
+    args, extra = parse_with_config_keys(parser, argv)
     if not args.minutes > 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
     files = [p for p in re.split(r"[,\s]+", args.config_files) if p]

@@ -21,6 +21,7 @@ import os
 import yaml
 
 from recbole_bbqrec.atomic_io import atomic_write_text
+from recbole_bbqrec.cli import parse_with_config_keys
 from recbole_bbqrec.experiments.tables import (is_ablation, label_of, paper_table, raw_to_csv,
                                                select_runs, table2_markdown, table_rows,
                                                to_csv, to_markdown)
@@ -159,10 +160,9 @@ def main(argv=None) -> str:
     parser.add_argument("--dataset", default=None, help="dataset for --run (default: the "
                         "folder's name)")
     parser.add_argument("--sets", default=None, help="another compare_sets YAML for --run")
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not (args.run and a.startswith("--") and "=" in a)]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)} (--key=value config keys are "
+    args, extra = parse_with_config_keys(parser, argv)
+    if extra and not args.run:
+        parser.error(f"unrecognized arguments: {' '.join(extra)} (--key=value config keys are "
                      f"only accepted with --run)")
     if args.run:
         folder = os.path.abspath(args.folder)
