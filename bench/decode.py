@@ -102,15 +102,22 @@ def make_histories(codes: torch.Tensor, n_users: int, max_history: int, zq_dim: 
     return hist_codes, mask, item_zq[items]
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the queued GPU work, so that a wall-clock time covers it (no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class _Timed:
     """Wraps a step function and accumulates the seconds spent inside it (the model)."""
 
-    def __init__(self, step):
-        self.step, self.seconds = step, 0.0
+    def __init__(self, step, device: torch.device):
+        self.step, self.seconds, self.device = step, 0.0, device
 
     def __call__(self, *args):
         start = time.perf_counter()
         out = self.step(*args)
+        synchronize(self.device)
         self.seconds += time.perf_counter() - start
         return out
 
@@ -121,25 +128,33 @@ def timed_search(model, index, hist, beam, batch, reference_trie=None, prune=Tru
     takes each chunk whole. Returns items, scores, total seconds, model seconds (encoder +
     decoder steps)."""
     hist_codes, mask, zq = hist
+    device = hist_codes.device
+    synchronize(device)
     outs, steps, model_seconds, start = [], [], 0.0, time.perf_counter()
 
     def timed(step):
-        steps.append(_Timed(step))
+        steps.append(_Timed(step, device))
         return steps[-1]
     for lo in range(0, hist_codes.shape[0], batch):
         sl = slice(lo, lo + batch)
         t0 = time.perf_counter()
         memory = model.encode(hist_codes[sl], mask[sl], zq[sl])
+        synchronize(device)
         model_seconds += time.perf_counter() - t0
         if reference_trie is None:
             outs.append(model.decode(memory, mask[sl], index, beam, topk=10, wrap_step=timed,
                                      prune=prune))
             continue
         t0 = time.perf_counter()
-        step = timed(model.make_step_fn(memory, mask[sl]))
+        plain = model.make_step_fn(memory, mask[sl])
+        # The reference builds its prefixes on the CPU, as a per-beam Python loop does.
+        step = timed(lambda prefix, parent, plain=plain: plain(
+            prefix.to(device), None if parent is None else parent.to(device)))
+        synchronize(device)
         model_seconds += time.perf_counter() - t0
         outs.append(reference_beam_search(step, index.item_codes, memory.shape[0], beam,
                                           topk=10, trie=reference_trie))
+    synchronize(device)
     seconds = time.perf_counter() - start
     model_seconds += sum(step.seconds for step in steps)
     return (torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]), seconds,
@@ -201,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale_batch", type=int, default=64,
                    help="users per chunk in the scaling run (the root level holds [B, n_items])")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu",
+                   help="where the model and the batched search run, e.g. cuda (the reference "
+                        "search runs its Python on the CPU, its model on this device)")
     p.add_argument("--repeats", type=int, default=1,
                    help="time each search this many times and keep the fastest (a shared machine)")
     p.add_argument("--unpruned", action="store_true",
@@ -244,15 +262,18 @@ def main(argv: list[str] | None = None) -> None:
             model.load_state_dict(state)
         model.eval()
     n_levels, n_signals = codes.shape[1], codes.shape[2]
+    device = torch.device(args.device)
+    model.to(device)
+    codes = codes.cpu()
     print(f"catalogue: {codes.shape[0]} items, L={n_levels}, S={n_signals}, N={n_codes}; "
           f"d_model={model.d_model}, enc/dec layers {len(model.encoder.layers)}/"
           f"{len(model.decoder_layers)}, {'trained: ' + args.result if args.result else 'random init'}"
-          f", threads={torch.get_num_threads()}", flush=True)
+          f", threads={torch.get_num_threads()}, device={device}", flush=True)
 
     ratios, identical, rows = [], True, []
     with torch.inference_mode():
         start = time.perf_counter()
-        index = PrefixIndex.from_codes(codes)
+        index = PrefixIndex.from_codes(codes).to(device)
         print(f"prefix index built in {time.perf_counter() - start:.2f}s "
               f"(children per level: {[t.shape[1] for t in index.child_codes]})")
         start = time.perf_counter()
@@ -261,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.result:
             hist = make_histories(codes, args.n_users, args.max_history, 3 * args.d_model,
                                   args.seed)
+        hist = tuple(t.to(device) for t in hist)
         warm = tuple(t[:8] for t in hist)
         timed_search(model, index, warm, max(args.beams), 8)               # warm-up
         for beam in args.beams:
@@ -286,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
                          "speed_up": round(ratio, 1),
                          "search_speed_up": round(search_ref / max(search_fast, 1e-9), 1),
                          "identical_top10": same, "threads": torch.get_num_threads(),
+                         "device": str(device),
                          "weights": args.result or args.checkpoint or "random init",
                          "histories": "test users" if args.result else "random"})
             print(f"          of which model (encoder + decoder steps, same step_fn): "
@@ -313,13 +336,13 @@ def main(argv: list[str] | None = None) -> None:
             scale_model = model if signals == n_signals else SemanticIDGenerator(
                 n_levels, signals, n_codes, args.d_model, args.n_heads, args.encoder_layers,
                 args.decoder_layers, args.d_ff, 0.0, args.max_history, args.n_buckets,
-                use_similarity=not args.no_similarity).eval()
+                use_similarity=not args.no_similarity).eval().to(device)
             per_user = []
             for n_items in args.scale_items:
                 big = synthetic_codes(n_items, n_levels, signals, n_codes, args.seed + 1)
-                big_index = PrefixIndex.from_codes(big)
-                big_hist = make_histories(big, args.scale_users, args.max_history,
-                                          3 * args.d_model, args.seed)
+                big_index = PrefixIndex.from_codes(big).to(device)
+                big_hist = tuple(t.to(device) for t in make_histories(
+                    big, args.scale_users, args.max_history, 3 * args.d_model, args.seed))
                 timed_search(scale_model, big_index, tuple(t[:4] for t in big_hist), beam, 4)
                 _, _, secs, model_secs = timed_search(scale_model, big_index, big_hist, beam,
                                                       args.scale_batch)

@@ -2,7 +2,7 @@
 # One prepared GPU check: install what is missing offline, run the CUDA tests, train SASRec,
 # TIGER and BBQRec on Beauty, leave result JSONs, logs and a summary under $OUT.
 #
-#   bash bench/gpu/run_gpu.sh [--tiny] [install|test|train|all] [driver options ...]
+#   bash bench/gpu/run_gpu.sh [--tiny] [install|test|train|decode|all] [driver options ...]
 #
 # install  python env with recbole: this checkout's .venv if it has recbole, else a venv at
 #          $BBQREC_GPU_ENV (default dataset/gpu_env, --system-site-packages so the machine's
@@ -12,6 +12,10 @@
 # test     tests/test_gpu_path.py (CUDA parts run when a GPU is visible) and tests/test_ddp.py.
 # train    bench/gpu/driver.py: the three models on Beauty (dataset/gpu_payload/Beauty, see
 #          README) at the default sizes, to early stopping or --minutes per model.
+# decode   bench/decode.py --device cuda on the carried semantic IDs (dataset/gpu_payload/
+#          decode/*.sid, else synthetic ones), random init at the bench defaults, 2048 users:
+#          the batched search against the reference, and 10k vs 1M items (issue 14's CUDA
+#          figure); $OUT/decode.json and logs/decode.log.
 # --tiny   the same path on ml-100k with a tiny config (minutes on a CPU): proves the script.
 # Options after the mode go to driver.py (--minutes 3, --amp, --models SASRec,BBQRec ...).
 set -euo pipefail
@@ -24,7 +28,7 @@ DRIVER_ARGS=()
 for arg in "$@"; do
     case "$arg" in
         --tiny) TINY=(--tiny) ;;
-        install|test|train|all) MODE=$arg ;;
+        install|test|train|decode|all) MODE=$arg ;;
         *) DRIVER_ARGS+=("$arg") ;;
     esac
 done
@@ -73,9 +77,24 @@ do_train() {
     PYTHONPATH=$REPO "$PY" bench/gpu/driver.py --out "$OUT" "${TINY[@]}" "${DRIVER_ARGS[@]}"
 }
 
+do_decode() {
+    local codes=() sid
+    sid=$(ls dataset/gpu_payload/decode/*.sid 2>/dev/null | head -n 1 || true)
+    [ -n "$sid" ] && codes=(--codes "$sid")
+    local users=(--n_users 2048 --batch_size 2048 --scale_users 1024 --scale_batch 1024)
+    [ ${#TINY[@]} -gt 0 ] && users=(--n_users 64 --batch_size 64 --scale_users 16 --scale_batch 16 \
+        --n_items 2000 --d_model 32 --encoder_layers 1 --decoder_layers 1 --d_ff 64)
+    local device=cuda
+    "$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || device=cpu
+    PYTHONPATH=$REPO "$PY" bench/decode.py --device "$device" "${codes[@]}" "${users[@]}" \
+        --beams 20 50 --scale_items 10000 1000000 --repeats 2 --threads 4 \
+        --out "$OUT/decode.json" 2>&1 | tee "$OUT/logs/decode.log"
+}
+
 case "$MODE" in
     install) do_install ;;
     test) do_test ;;
     train) do_train ;;
-    all) do_install; do_test; do_train ;;
+    decode) do_decode ;;
+    all) do_install; do_test; do_decode; do_train ;;
 esac
