@@ -53,7 +53,9 @@ def parse_with_config_keys(parser: argparse.ArgumentParser, argv: list[str] | No
 
     Anything else is refused (exit 2) rather than dropped: ``--epochs 5`` or a misspelt flag
     such as ``--out x`` would otherwise reach RecBole's Config, which only warns and ignores
-    it, and the run would go ahead with the defaults."""
+    it, and the run would go ahead with the defaults. Flags are not abbreviated: a prefix
+    such as ``--model`` for ``--models`` would be another key silently taken for it."""
+    parser.allow_abbrev = False
     args, rest = parser.parse_known_args(argv)
     bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg)]
     if bad:

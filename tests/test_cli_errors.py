@@ -161,3 +161,6 @@ def test_flags_of_the_entry_point_itself_may_take_a_space():
     assert args.dataset == "Beauty" and keys == ["--epochs=2"]
     args, keys = parse_with_config_keys(parser, ["-d", "Sports"])
     assert args.dataset == "Sports" and keys == []
+    # A prefix of a flag is not that flag (argparse would otherwise take --data for --dataset).
+    with pytest.raises(SystemExit):
+        parse_with_config_keys(parser, ["--data", "Beauty"])

@@ -86,7 +86,10 @@ def main(argv=None) -> dict:
                         help="minutes beyond --minutes before a hung run is killed")
     parser.add_argument("--amp", action="store_true", help="enable_amp=True (bf16 / fp16)")
     parser.add_argument("--tiny", action="store_true", help="ml-100k, tiny config (CPU proof)")
-    args, args.extra = parser.parse_known_args(argv)
+    sys.path.insert(0, REPO)
+    from recbole_bbqrec.cli import parse_with_config_keys
+
+    args, args.extra = parse_with_config_keys(parser, argv)
     args.dataset = args.dataset or ("ml-100k" if args.tiny else "Beauty")
     out = os.path.abspath(args.out)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)

@@ -32,9 +32,10 @@ for f in "$DATA/$NAME".{inter,item,item_ids.txt,stats.json} "$DATA/$NAME".*.npy;
     case "$f" in *.zq.npy) continue ;; esac  # stage-1 outputs: the GPU run makes its own
     ln -f "$f" "dataset/gpu_payload/$NAME/"
 done
-# The decoding bench's IDs (run_gpu.sh decode): the newest semantic-ID file of the dataset.
+# The decoding bench's IDs (run_gpu.sh decode): $SID, else the newest semantic-ID file of the
+# dataset (README's CPU figures: SID=dataset/Beauty/Beauty.feea3e229de1.sid).
 rm -rf dataset/gpu_payload/decode
 mkdir -p dataset/gpu_payload/decode
-SID=$(ls -t "$DATA/$NAME".*.sid 2>/dev/null | head -n 1 || true)
+SID=${SID:-$(ls -t "$DATA/$NAME".*.sid 2>/dev/null | head -n 1 || true)}
 [ -n "$SID" ] && ln -f "$SID" dataset/gpu_payload/decode/
 du -sh dataset/gpu_wheelhouse1 dataset/gpu_wheelhouse2 "dataset/gpu_payload"
