@@ -6,13 +6,14 @@ decoder is driven); the batched search runs what ``generate`` runs (``decode``: 
 cache-sized chunks, BOS shared per user, the last level pruned to the beams that can reach the
 top 10).  Both compute the same log-probs up to float rounding, so their top-10 must be
 identical.  A random-init model (the default) is the worst case for the pruning: its flat
-distributions leave every beam in reach; ``--result`` decodes a trained run's test users.  Reports users/second of each, the speed-up, the
-model/search split, and how the batched per-user time grows with the catalogue (10k, 100k, 1M
-synthetic items, for every S in --scale_signals).
+distributions leave every beam in reach; ``--result`` decodes a trained run's test users.
+Reports users/second of each, the speed-up, the model/search split, and how the batched
+per-user time grows with the catalogue (10k, 100k, 1M synthetic items, for every S in
+--scale_signals).
 
     .venv/bin/python bench/decode.py                       # random init, synthetic codes
     .venv/bin/python bench/decode.py --codes ids.npy --checkpoint gen.pt
-    .venv/bin/python bench/decode.py --result results/Beauty/<run>.json --unpruned  # trained, test users
+    .venv/bin/python bench/decode.py --result results/Beauty/<run>.json --unpruned  # trained
 
 Targets (reported, not asserted): batched >= 10x the reference at identical output;
 <= 5 ms per user at beam 50 on 2 CPU cores for ~12k items, L=3, S=3, N=256, d_model=128.
@@ -64,18 +65,14 @@ def trained_run(result: str, n_users: int):
     """A finished run's generator, prefix index and its first ``n_users`` test users' real
     histories (what evaluation decodes), from its results JSON (``results/<dataset>/*.json``):
     -> (generator, index, (hist_codes, mask, zq), label)."""
-    import json
-
     from recbole_bbqrec.checkpoints import load_model_weights
     from recbole_bbqrec.quick_start import build_run
-    from recbole_bbqrec.recommend import _rebuild_config
+    from recbole_bbqrec.recommend import read_result_run
 
-    with open(result, encoding="utf-8") as f:
-        record = json.load(f)
-    config = _rebuild_config(record["config"])
+    config, checkpoint = read_result_run(result)
     parts = build_run(config, split=True, trainer=False)     # stage-1 IDs come from its cache
     model = parts.model
-    load_model_weights(model, record["checkpoint"], "cpu")
+    load_model_weights(model, checkpoint, "cpu")
     model.eval()
     if not hasattr(model, "generator"):
         raise ValueError(f"{result} is a {config['model']} run: the bench needs a generative "
@@ -85,8 +82,8 @@ def trained_run(result: str, n_users: int):
         hists.append(model._history(batch[0]))
         if sum(h[0].shape[0] for h in hists) >= n_users:
             break
-    hist = tuple(torch.cat(parts)[:n_users] for parts in zip(*hists))
-    label = f"{config['dataset']} {config['model']} {os.path.basename(record['checkpoint'])}"
+    hist = tuple(torch.cat(column)[:n_users] for column in zip(*hists))
+    label = f"{config['dataset']} {config['model']} {os.path.basename(checkpoint)}"
     return model.generator, model.prefix_index, hist, label
 
 
@@ -266,9 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     model.to(device)
     codes = codes.cpu()
+    weights = "trained: " + args.result if args.result else "random init"
     print(f"catalogue: {codes.shape[0]} items, L={n_levels}, S={n_signals}, N={n_codes}; "
           f"d_model={model.d_model}, enc/dec layers {len(model.encoder.layers)}/"
-          f"{len(model.decoder_layers)}, {'trained: ' + args.result if args.result else 'random init'}"
+          f"{len(model.decoder_layers)}, {weights}"
           f", threads={torch.get_num_threads()}, device={device}", flush=True)
 
     ratios, identical, rows = [], True, []

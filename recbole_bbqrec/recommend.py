@@ -101,6 +101,23 @@ def _resolve(path: str, base_dirs: list[str]) -> str:
     return path  # load_model_checkpoint names the missing file
 
 
+def read_result_run(path: str, overrides: dict | None = None) -> tuple[Config, str]:
+    """A finished run's rebuilt config and checkpoint path, from its results JSON; refuses a
+    failed run and a record saved without a checkpoint."""
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a result record (a JSON object).")
+    if record.get("status") == "failed":
+        raise ValueError(f"{path} records a failed run ({record.get('failure')}); it has no "
+                         f"model to recommend with.")
+    if not record.get("checkpoint") or not isinstance(record.get("config"), dict):
+        raise ValueError(f"{path} names no checkpoint or config: it is not the record of a "
+                         f"finished run saved with a checkpoint (saved=True).")
+    checkpoint = _resolve(record["checkpoint"], [repo_root(), os.path.dirname(path)])
+    return _rebuild_config(record["config"], overrides), checkpoint
+
+
 class Recommender:
     """A trained sequential model, its dataset and its item vocabulary, loaded once."""
 
@@ -128,18 +145,8 @@ class Recommender:
         """From a results JSON (``results/<dataset>/<label>-<time>.json``) or a checkpoint."""
         if path.endswith(".pth"):
             return cls.from_checkpoint(path, overrides=overrides)
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        if not isinstance(record, dict):
-            raise ValueError(f"{path} is not a result record (a JSON object).")
-        if record.get("status") == "failed":
-            raise ValueError(f"{path} records a failed run ({record.get('failure')}); it has no "
-                             f"model to recommend with.")
-        if not record.get("checkpoint") or not isinstance(record.get("config"), dict):
-            raise ValueError(f"{path} names no checkpoint or config: it is not the record of a "
-                             f"finished run saved with a checkpoint (saved=True).")
-        checkpoint = _resolve(record["checkpoint"], [repo_root(), os.path.dirname(path)])
-        return cls(_rebuild_config(record["config"], overrides), checkpoint, source=path)
+        config, checkpoint = read_result_run(path, overrides)
+        return cls(config, checkpoint, source=path)
 
     @classmethod
     def from_checkpoint(cls, path: str, overrides: dict | None = None) -> "Recommender":

@@ -329,9 +329,10 @@ class SemanticIDGenerator(nn.Module):
         chunk by chunk (no growing cache re-concatenated each step, none kept after the last
         level); only the newest token is embedded. Called out of sequence, it rebuilds the
         cache from the prefix. At the last level it also takes ``users`` (batch rows) and may
-        be called again, which the search's pruned last level needs. ``generate`` already hands it chunks of users that fit
-        ``rows_per_chunk`` (see ``DECODE_ROWS_CPU``); 512-row chunks were up to 3x slower on
-        2 threads of a busy machine (each op is a thread barrier).
+        be called again, which the search's pruned last level needs. ``generate`` already
+        hands it chunks of users that fit ``rows_per_chunk`` (see ``DECODE_ROWS_CPU``); 512-row
+        chunks were up to 3x slower on 2 threads of a busy machine (each op is a thread
+        barrier).
         """
         n_layers = len(self.decoder_layers)
         # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams;
