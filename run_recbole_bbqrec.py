@@ -21,16 +21,22 @@ def main(argv=None) -> str:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", default="BBQRec", help="plugin or RecBole model name")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
-    parser.add_argument("--config_files", default=None, help="space-separated YAML files")
-    args, _config_keys = parse_with_config_keys(parser, argv)
+    parser.add_argument("--model", "-m", help="plugin or RecBole model name (default: BBQRec)")
+    parser.add_argument("--dataset", "-d", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", help="space-separated YAML files")
+    args, config_keys = parse_with_config_keys(parser, argv)
+    # Config also sees this script's own flags as config keys, always as --key=value: the
+    # space form ("--dataset Beauty", "-d Beauty") would make it warn that they "will not
+    # be used" while they are.
+    config_argv = [f"--{name}={value}" for name, value in vars(args).items()
+                   if value is not None] + config_keys
+    model = "BBQRec" if args.model is None else args.model
+    dataset = "ml-100k" if args.dataset is None else args.dataset
     files = args.config_files.strip().split(" ") if args.config_files else None
-    # Every --key=value (including --model/--dataset) also reaches Config as a config key.
-    if launcher.wants_distributed(argv):  # --nproc=N: N ranks (recbole_bbqrec/launcher.py)
-        record = launcher.run_distributed(args.model, args.dataset, files, argv) or {}
+    if launcher.wants_distributed(config_argv):  # --nproc=N: N ranks (recbole_bbqrec/launcher.py)
+        record = launcher.run_distributed(model, dataset, files, config_argv) or {}
     else:
-        record = run(model=args.model, dataset=args.dataset, config_file_list=files, argv=argv)
+        record = run(model=model, dataset=dataset, config_file_list=files, argv=config_argv)
     path = record.get("result_file") or ""
     if path:
         print(path)

@@ -9,7 +9,10 @@ identical.  A random-init model (the default) is the worst case for the pruning:
 distributions leave every beam in reach; ``--result`` decodes a trained run's test users.
 Reports users/second of each, the speed-up, the model/search split, and how the batched
 per-user time grows with the catalogue (10k, 100k, 1M synthetic items, for every S in
---scale_signals).
+--scale_signals).  Also the arithmetic floor: the matmul FLOPs of the batched search
+(torch.profiler's count) over the FLOP rate this machine reaches on one of the model's
+largest products, a lower bound on the time of any search that scores the same beams, and so
+the most it could gain over the reference.
 
     .venv/bin/python bench/decode.py                       # random init, synthetic codes
     .venv/bin/python bench/decode.py --codes ids.npy --checkpoint gen.pt
@@ -35,7 +38,7 @@ from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
 from recbole_bbqrec.modules.beam_search import PrefixIndex  # noqa: E402
-from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
+from recbole_bbqrec.modules.generator import SemanticIDGenerator, decode_rows  # noqa: E402
 
 
 def synthetic_codes(n_items: int, n_levels: int, n_signals: int, n_codes: int,
@@ -159,6 +162,41 @@ def timed_search(model, index, hist, beam, batch, reference_trie=None, prune=Tru
             seconds, model_seconds)
 
 
+# Ops whose arithmetic the floor counts: the model's matrix products (torch.profiler's FLOP
+# counts; elementwise ops are memory-bound and left out, which only lowers the floor).
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_flops(model, index, hist, beam: int, batch: int) -> float:
+    """FLOPs of the matrix products that one batched search (encoder + pruned beam search,
+    what ``timed_search`` runs) performs, per user, as counted by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        timed_search(model, index, hist, beam, batch)
+    flops = sum(e.flops for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return flops / hist[0].shape[0]
+
+
+def gemm_rate(rows: int, d_in: int, d_out: int, device: torch.device,
+              repeats: int = 5, calls: int = 10) -> float:
+    """This machine's FLOP/s on one of the model's largest products (a Linear layer's
+    [rows, d_in] @ [d_in, d_out] + bias), fastest of ``repeats``: the rate its matmuls can
+    reach at best, so arithmetic / rate is a lower bound on their time."""
+    x = torch.randn(rows, d_in, device=device)
+    weight, bias = torch.randn(d_out, d_in, device=device), torch.randn(d_out, device=device)
+    best = float("inf")
+    for i in range(repeats + 1):                                   # the first is a warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.addmm(bias, x, weight.T)
+        synchronize(device)
+        if i:
+            best = min(best, (time.perf_counter() - start) / calls)
+    return 2.0 * rows * d_in * d_out / best
+
+
 def print_profile(model, index, hist, beam: int, batch: int, rows: int) -> None:
     """Where the batched search spends its time: the ``rows`` ops with the most self time."""
     from torch.profiler import ProfilerActivity, profile
@@ -269,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(model.decoder_layers)}, {weights}"
           f", threads={torch.get_num_threads()}, device={device}", flush=True)
 
-    ratios, identical, rows = [], True, []
+    ratios, identical, rows, rates = [], True, [], {}
+    d_ff = model.decoder_layers[0].ffn[0].out_features
     with torch.inference_mode():
         start = time.perf_counter()
         index = PrefixIndex.from_codes(codes).to(device)
@@ -314,6 +353,19 @@ def main(argv: list[str] | None = None) -> None:
                   f"{1e3 * m_fast / n:.2f} / {1e3 * m_ref / n:.2f} ms/user; search alone: "
                   f"{1e3 * search_fast / n:.3f} vs {1e3 * search_ref / n:.2f} ms/user = "
                   f"{search_ref / max(search_fast, 1e-9):.0f}x", flush=True)
+            # What exactness leaves: the matmuls alone, at the best rate this machine reaches.
+            flops = matmul_flops(model, index, hist, beam, args.batch_size)
+            rate = rates.setdefault(beam, gemm_rate(
+                min(n, decode_rows(device) // beam) * beam, model.d_model, d_ff, device))
+            floor = flops / rate                                         # seconds per user
+            rows[-1].update(matmul_mflop_per_user=round(flops / 1e6, 3),
+                            gemm_gflops=round(rate / 1e9, 1),
+                            max_speed_up=round(t_ref / n / floor, 1))
+            print(f"          arithmetic floor: {flops / 1e6:.0f} MFLOP/user of matmuls, at this "
+                  f"machine's {rate / 1e9:.0f} GFLOP/s (a [{min(n, decode_rows(device) // beam) * beam}"
+                  f"x{model.d_model}]@[{model.d_model}x{d_ff}] product) >= {1e3 * floor:.2f} "
+                  f"ms/user: at most {t_ref / n / floor:.1f}x the reference without scoring "
+                  f"fewer beams", flush=True)
             if args.unpruned:
                 full_items, full_scores, t_full, m_full = min(
                     (timed_search(model, index, hist, beam, args.batch_size, prune=False)

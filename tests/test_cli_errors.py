@@ -164,3 +164,21 @@ def test_flags_of_the_entry_point_itself_may_take_a_space():
     # A prefix of a flag is not that flag (argparse would otherwise take --data for --dataset).
     with pytest.raises(SystemExit):
         parse_with_config_keys(parser, ["--data", "Beauty"])
+
+
+def test_run_script_hands_config_its_flags_as_key_value_pairs(monkeypatch, caplog):
+    """``--dataset Beauty`` (space form) is used, so Config must not warn that it is not."""
+    from recbole_bbqrec.quick_start import build_config
+
+    seen = {}
+    monkeypatch.setattr(run_recbole_bbqrec, "run", lambda **kw: seen.update(kw) or {})
+    run_recbole_bbqrec.main(["-m", "SASRec", "--dataset", "ml-100k", "--epochs=2"])
+    assert (seen["model"], seen["dataset"]) == ("SASRec", "ml-100k")
+    assert seen["argv"] == ["--model=SASRec", "--dataset=ml-100k", "--epochs=2"]
+    run_recbole_bbqrec.main([])                                   # the defaults, nothing typed
+    assert (seen["model"], seen["dataset"], seen["argv"]) == ("BBQRec", "ml-100k", [])
+    caplog.set_level("WARNING")
+    config = build_config("SASRec", "ml-100k", None, None,
+                          ["--model=SASRec", "--dataset=ml-100k", "--epochs=2"])
+    assert config["epochs"] == 2
+    assert "will not be used" not in caplog.text

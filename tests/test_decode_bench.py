@@ -24,3 +24,7 @@ def test_bench_reports_identical_top10_and_writes_its_rows(tmp_path, capsys):
     assert rows[0]["weights"] == "random init" and rows[0]["histories"] == "random"
     assert all(r["unpruned_ms_per_user"] > 0 for r in rows)
     assert sum("unpruned last level" in line and "same top-10: True" in line for line in lines) == 2
+    # The arithmetic floor: the profiler's matmul count, more of it with more beams.
+    assert sum("arithmetic floor: " in line for line in lines) == 2
+    assert 0 < rows[0]["matmul_mflop_per_user"] < rows[1]["matmul_mflop_per_user"]
+    assert all(r["gemm_gflops"] > 0 and r["max_speed_up"] > 0 for r in rows)

@@ -147,3 +147,15 @@ def test_decode_bench_runs_a_trained_model_on_its_test_users(records, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "trained: " in lines[0] and "d_model=32" in lines[0]
     assert lines[-1].endswith("identical top-10: yes")
+
+
+def test_beam_reach_bench_reads_a_trained_run(records, capsys):
+    from bench.beam_reach import main as reach_main
+
+    rows = reach_main(["--result", records["BBQRec"]["result_file"], "--n_users", "16",
+                       "--batch_size", "8", "--beam", "10", "--topk", "5", "--threads", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "16 test users, beam 10, top 5" in lines[0]
+    assert [r["cut"] for r in rows] == [10, 5]            # L = 3: two scored levels
+    assert all(0 < r["mean_in_reach"] <= 10 for r in rows)
+    assert lines[-1].startswith("step 3 of 3 (cut at the 5th child)")
