@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from recbole_bbqrec import launcher
-from recbole_bbqrec.cli import parse_with_config_keys
+from recbole_bbqrec.cli import StoreOnce, parse_with_config_keys
 from recbole_bbqrec.quick_start import run
 
 
@@ -21,9 +21,10 @@ def main(argv=None) -> str:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", help="plugin or RecBole model name (default: BBQRec)")
-    parser.add_argument("--dataset", "-d", help="dataset name (default: ml-100k)")
-    parser.add_argument("--config_files", help="space-separated YAML files")
+    parser.add_argument("--model", "-m", action=StoreOnce,
+                        help="plugin or RecBole model name (default: BBQRec)")
+    parser.add_argument("--dataset", "-d", action=StoreOnce, help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", action=StoreOnce, help="space-separated YAML files")
     args, config_keys = parse_with_config_keys(parser, argv)
     # Config also sees this script's own flags as config keys, always as --key=value: the
     # space form ("--dataset Beauty", "-d Beauty") would make it warn that they "will not

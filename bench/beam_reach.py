@@ -5,9 +5,9 @@ No child scores above its beam (log-probs are <= 0). So at the step that scores 
 level l, a beam whose score is below that step's final cut (the ``keep``-th best child:
 ``beam_size`` at an inner level, ``topk`` at the last) cannot place a child in the cut, and
 an exact search may skip it. The beams at or above the cut are "in reach": their scores alone
-cannot rule them out, so pruning on scores must send them through the model; the rest is
-the most that pruning at that level can save.
-``generate`` prunes the last level only (this bench is why: see README "Decoding speed").
+cannot rule them out (a beam level with the cut may hold the cut's own item). The rest is the
+most that pruning on scores can save at that level. ``generate`` prunes the last level only
+(this bench is why: see README "Decoding speed").
 
 Only public pieces are used: the beams after level l, with their scores, are the result of
 the same search over the trie of length-l prefixes (``beam_diagnostics.prefix_tries``).
@@ -32,20 +32,24 @@ from recbole_bbqrec.modules.beam_search import constrained_beam_search  # noqa: 
 def beams_in_reach(step_factory, item_codes: torch.Tensor, n_users: int, beam_size: int,
                    topk: int) -> list[torch.Tensor]:
     """Per scored level l = 1..L-1 (the root step is one row per user), [B] the number of
-    level-l beams whose score is not below the cut of level l + 1 (beam_size-th best child at
-    an inner level, topk-th at the last; a beam level with it may hold the cut's own item). step_factory: () -> a fresh step function for the
-    batch; item_codes [n_items, L, S]."""
-    level_scores = []
+    level-l beams whose score is not below the cut of level l + 1: the beam_size-th best child
+    at an inner level, the topk-th at the last. A beam level with the cut may hold the cut's
+    own item, so it counts. step_factory: () -> a fresh step function for the batch;
+    item_codes [n_items, L, S]."""
+    level_keys = []
     for index, _ in prefix_tries(item_codes.cpu()):
-        _, scores = constrained_beam_search(step_factory(), index.to(item_codes.device),
-                                            n_users, beam_size, item_codes.device,
-                                            topk=beam_size)                   # [B, W] sorted
-        level_scores.append(scores)
-    n_levels, counts = len(level_scores), []
+        leaves, scores = constrained_beam_search(step_factory(), index.to(item_codes.device),
+                                                 n_users, beam_size, item_codes.device,
+                                                 topk=beam_size)              # [B, W] sorted
+        # As the search ranks them: a live beam whose score is -inf (a -inf log-prob) still
+        # outranks padding, so it gets the dtype's minimum; padding (leaf -1) gets -inf.
+        keys = scores.nan_to_num(neginf=torch.finfo(scores.dtype).min)
+        level_keys.append(keys.masked_fill(leaves < 0, float("-inf")))
+    n_levels, counts = len(level_keys), []
     for level in range(1, n_levels):
         keep = topk if level == n_levels - 1 else beam_size
-        cut = level_scores[level][:, keep - 1]           # -inf where fewer than keep children
-        beams = level_scores[level - 1]                                       # [B, W]
+        cut = level_keys[level][:, keep - 1]             # -inf where fewer than keep children
+        beams = level_keys[level - 1]                                         # [B, W]
         counts.append(((beams >= cut[:, None]) & (beams > float("-inf"))).sum(1))  # live only
     return counts
 

@@ -10,9 +10,10 @@ distributions leave every beam in reach; ``--result`` decodes a trained run's te
 Reports users/second of each, the speed-up, the model/search split, and how the batched
 per-user time grows with the catalogue (10k, 100k, 1M synthetic items, for every S in
 --scale_signals).  Also the arithmetic floor: the matmul FLOPs of the batched search
-(torch.profiler's count) over the FLOP rate this machine reaches on one of the model's
-largest products, a lower bound on the time of any search that scores the same beams, and so
-the most it could gain over the reference.
+(torch.profiler's count) over the best FLOP rate this machine reaches on the search's
+costliest product shapes, a lower bound on the time of a search that runs these products, and
+so the most it could gain over the reference at that rate (not a proof against faster
+kernels: the rate is measured, not the core's nominal peak).
 
     .venv/bin/python bench/decode.py                       # random init, synthetic codes
     .venv/bin/python bench/decode.py --codes ids.npy --checkpoint gen.pt
@@ -38,7 +39,7 @@ from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
 from recbole_bbqrec.modules.beam_search import PrefixIndex  # noqa: E402
-from recbole_bbqrec.modules.generator import SemanticIDGenerator, decode_rows  # noqa: E402
+from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
 
 
 def synthetic_codes(n_items: int, n_levels: int, n_signals: int, n_codes: int,
@@ -82,7 +83,10 @@ def trained_run(result: str, n_users: int):
                          f"model (BBQRec or TIGER)")
     hists = []
     for batch in parts.test_data:
-        hists.append(model._history(batch[0]))
+        hist_codes, mask, zq = model._history(batch[0])
+        if zq is None:    # plain attention (TIGER): the encoder never reads zq, the bench slices it
+            zq = torch.zeros(*mask.shape, 1)
+        hists.append((hist_codes, mask, zq))
         if sum(h[0].shape[0] for h in hists) >= n_users:
             break
     hist = tuple(torch.cat(column)[:n_users] for column in zip(*hists))
@@ -165,36 +169,63 @@ def timed_search(model, index, hist, beam, batch, reference_trie=None, prune=Tru
 # Ops whose arithmetic the floor counts: the model's matrix products (torch.profiler's FLOP
 # counts; elementwise ops are memory-bound and left out, which only lowers the floor).
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# The floor's rate is the best over this many of the search's costliest product shapes.
+RATE_SHAPES = 8
 
 
-def matmul_flops(model, index, hist, beam: int, batch: int) -> float:
-    """FLOPs of the matrix products that one batched search (encoder + pruned beam search,
-    what ``timed_search`` runs) performs, per user, as counted by torch.profiler."""
+def matmul_work(model, index, hist, beam: int, batch: int) -> tuple[float, list]:
+    """The matrix products of one batched search (encoder + pruned beam search, what
+    ``timed_search`` runs), from torch.profiler: (FLOPs per user, [(flops, op, input
+    shapes)] per distinct op and shape, costliest first)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
         timed_search(model, index, hist, beam, batch)
-    flops = sum(e.flops for e in prof.key_averages() if e.key in MATMUL_OPS)
-    return flops / hist[0].shape[0]
+    shapes = sorted(((e.flops, e.key, e.input_shapes)
+                     for e in prof.key_averages(group_by_input_shape=True)
+                     if e.key in MATMUL_OPS and e.flops), key=lambda row: -row[0])
+    return sum(row[0] for row in shapes) / hist[0].shape[0], shapes
 
 
-def gemm_rate(rows: int, d_in: int, d_out: int, device: torch.device,
-              repeats: int = 5, calls: int = 10) -> float:
-    """This machine's FLOP/s on one of the model's largest products (a Linear layer's
-    [rows, d_in] @ [d_in, d_out] + bias), fastest of ``repeats``: the rate its matmuls can
-    reach at best, so arithmetic / rate is a lower bound on their time."""
-    x = torch.randn(rows, d_in, device=device)
-    weight, bias = torch.randn(d_out, d_in, device=device), torch.randn(d_out, device=device)
+def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) -> float:
+    """FLOP/s of one product ``op`` on operands of ``shapes`` (as the profiler records them),
+    the fastest of ``repeats`` timings, into a preallocated output (no allocation or page
+    faults in the timing)."""
+    if op == "aten::addmm":                            # bias [n], x [m, k], weight.T [k, n]
+        (m, k), n = shapes[1], shapes[2][1]
+        args, flops = (torch.randn(n, device=device), torch.randn(m, k, device=device),
+                       torch.randn(k, n, device=device)), 2.0 * m * k * n
+    elif op == "aten::mm":
+        (m, k), n = shapes[0], shapes[1][1]
+        args, flops = (torch.randn(m, k, device=device), torch.randn(k, n, device=device)), \
+            2.0 * m * k * n
+    else:                         # bmm [b, m, k] @ [b, k, n]; baddbmm (bias first) timed as bmm
+        left, right = shapes[1:3] if op == "aten::baddbmm" else shapes[:2]
+        (b, m, k), n = left, right[2]
+        args, flops = (torch.randn(b, m, k, device=device), torch.randn(b, k, n, device=device)), \
+            2.0 * b * m * k * n
+        op = "aten::bmm"
+    fn = {"aten::addmm": torch.addmm, "aten::mm": torch.mm, "aten::bmm": torch.bmm}[op]
+    out = fn(*args)
+    calls = min(200, max(1, int(5e8 // flops)))        # ~0.5 GFLOP (or 200 calls) a timing
     best = float("inf")
-    for i in range(repeats + 1):                                   # the first is a warm-up
+    for i in range(repeats + 1):                       # the first is a warm-up
         synchronize(device)
         start = time.perf_counter()
         for _ in range(calls):
-            torch.addmm(bias, x, weight.T)
+            fn(*args, out=out)
         synchronize(device)
         if i:
             best = min(best, (time.perf_counter() - start) / calls)
-    return 2.0 * rows * d_in * d_out / best
+    return flops / best
+
+
+def best_rate(shapes: list, device: torch.device) -> float:
+    """The best FLOP/s this machine reaches on the search's ``RATE_SHAPES`` costliest product
+    shapes: charging every product at the best one's rate makes FLOPs / rate a lower bound on
+    the products' time."""
+    return max(product_rate(op, [list(s) for s in inputs], device)
+               for _, op, inputs in shapes[:RATE_SHAPES])
 
 
 def print_profile(model, index, hist, beam: int, batch: int, rows: int) -> None:
@@ -307,8 +338,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(model.decoder_layers)}, {weights}"
           f", threads={torch.get_num_threads()}, device={device}", flush=True)
 
-    ratios, identical, rows, rates = [], True, [], {}
-    d_ff = model.decoder_layers[0].ffn[0].out_features
+    ratios, identical, rows = [], True, []
     with torch.inference_mode():
         start = time.perf_counter()
         index = PrefixIndex.from_codes(codes).to(device)
@@ -354,18 +384,16 @@ def main(argv: list[str] | None = None) -> None:
                   f"{1e3 * search_fast / n:.3f} vs {1e3 * search_ref / n:.2f} ms/user = "
                   f"{search_ref / max(search_fast, 1e-9):.0f}x", flush=True)
             # What exactness leaves: the matmuls alone, at the best rate this machine reaches.
-            flops = matmul_flops(model, index, hist, beam, args.batch_size)
-            rate = rates.setdefault(beam, gemm_rate(
-                min(n, decode_rows(device) // beam) * beam, model.d_model, d_ff, device))
+            flops, shapes = matmul_work(model, index, hist, beam, args.batch_size)
+            rate = best_rate(shapes, device)
             floor = flops / rate                                         # seconds per user
             rows[-1].update(matmul_mflop_per_user=round(flops / 1e6, 3),
                             gemm_gflops=round(rate / 1e9, 1),
                             max_speed_up=round(t_ref / n / floor, 1))
-            print(f"          arithmetic floor: {flops / 1e6:.0f} MFLOP/user of matmuls, at this "
-                  f"machine's {rate / 1e9:.0f} GFLOP/s (a [{min(n, decode_rows(device) // beam) * beam}"
-                  f"x{model.d_model}]@[{model.d_model}x{d_ff}] product) >= {1e3 * floor:.2f} "
-                  f"ms/user: at most {t_ref / n / floor:.1f}x the reference without scoring "
-                  f"fewer beams", flush=True)
+            print(f"          arithmetic floor: {flops / 1e6:.0f} MFLOP/user of matmuls, at the "
+                  f"best {rate / 1e9:.0f} GFLOP/s this machine reached on their {RATE_SHAPES} "
+                  f"costliest shapes >= {1e3 * floor:.2f} ms/user: at most "
+                  f"{t_ref / n / floor:.1f}x the reference without scoring fewer beams", flush=True)
             if args.unpruned:
                 full_items, full_scores, t_full, m_full = min(
                     (timed_search(model, index, hist, beam, args.batch_size, prune=False)

@@ -47,6 +47,18 @@ def run_cli(main: Callable[..., T], argv: list[str] | None = None) -> T:
         raise SystemExit(130) from None
 
 
+class StoreOnce(argparse.Action):
+    """Store a flag's value; a second, different value is refused (exit 2). argparse would
+    keep the last one silently, where Config refuses a key given twice with two values."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None and previous != values:
+            parser.error(f"{option_string} is given twice with different values "
+                         f"({previous!r}, {values!r})")
+        setattr(namespace, self.dest, values)
+
+
 def parse_with_config_keys(parser: argparse.ArgumentParser, argv: list[str] | None
                            ) -> tuple[argparse.Namespace, list[str]]:
     """``parser``'s own flags, and the rest as config keys, each ``--key=value``.

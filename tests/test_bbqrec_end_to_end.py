@@ -150,13 +150,19 @@ def test_flat_layout_decodes_the_same_codes_as_single_steps(bbqrec_record, ml100
             config_dict=tiny(ml100k_root, tmp_path, id_layout="interleaved"))
 
 
-def test_tiger_runs_on_the_same_generator(ml100k_root, tmp_path):
+def test_tiger_runs_on_the_same_generator(ml100k_root, tmp_path, capsys):
     # N=64: with 1,349 items and a barely trained RQ-VAE, N=32 can exhaust a prefix's codes.
     record = run(model="TIGER", dataset="ml-100k",
                  config_dict=tiny(ml100k_root, tmp_path, codebook_size=64))
     assert record["stage1"]["signals"] == ["text"] and record["stage1"]["collisions"] == 0
     assert record["config"]["similarity_attention"] is False
     assert record["test"]["recall@10"] > 2 * random_recall_at_10(record), record["test"]
+    # The decoding bench reads a plain-attention run too (its histories carry no zq).
+    from bench.decode import main as bench_main
+
+    bench_main(["--result", record["result_file"], "--n_users", "16", "--batch_size", "8",
+                "--beams", "10", "--scale_items", "--threads", "1"])
+    assert capsys.readouterr().out.strip().endswith("identical top-10: yes")
 
 
 def _built_model(ml100k_root, tmp_path):

@@ -26,7 +26,7 @@ def prefix_scores(step, prefix):
     (1, 8, 200.0, None),   # certain last codes (log-prob 0): beams tie the cut exactly
 ])
 def test_last_level_reach_matches_a_brute_force(n_signals, n_codes, bonus, quantum):
-    n_levels, users, beam, topk = 3, 8, 20, 5
+    n_levels, users, beam, topk = 4, 8, 20, 5
     codes = random_codes(300, n_levels, n_signals, n_codes, seed=1)
     step = knowing(scaled(make_step_fn(users, n_levels, n_signals, n_codes, seed=1), 1.0,
                           quantum), codes, bonus)
@@ -36,14 +36,18 @@ def test_last_level_reach_matches_a_brute_force(n_signals, n_codes, bonus, quant
     seen = {}
 
     def recording(prefix, parent, users=None):
-        if prefix.shape[2] == n_levels - 1:
-            seen["last"] = prefix                   # the beams the last level scores, in order
+        seen[prefix.shape[2]] = prefix          # the beams each level scores, in rank order
         return step(prefix, parent, users)
     _, final = constrained_beam_search(recording, PrefixIndex.from_codes(codes), users, beam,
                                        topk=topk)
-    beam_scores = prefix_scores(step, seen["last"])                          # [B, W]
-    expected = (beam_scores >= final[:, topk - 1, None]).sum(1)
-    assert torch.equal(counts[-1], expected)
+    for level in range(1, n_levels):            # the beams of `level` against the next cut
+        beam_scores = prefix_scores(step, seen[level])                      # [B, W]
+        if level < n_levels - 1:                # inner: the beam-th best child, kept as a beam
+            cut = prefix_scores(step, seen[level + 1]).min(1).values
+        else:                                   # last: the topk-th item
+            cut = final[:, topk - 1]
+        expected = (beam_scores >= cut[:, None]).sum(1)
+        assert torch.equal(counts[level - 1], expected), level
     if bonus == 8.0:   # a model that knows the catalogue leaves few beams in reach at the end
         assert counts[-1].float().mean() < beam / 2 < counts[0].float().mean()
 

@@ -166,7 +166,7 @@ def test_flags_of_the_entry_point_itself_may_take_a_space():
         parse_with_config_keys(parser, ["--data", "Beauty"])
 
 
-def test_run_script_hands_config_its_flags_as_key_value_pairs(monkeypatch, caplog):
+def test_run_script_hands_config_its_flags_as_key_value_pairs(monkeypatch, caplog, capsys):
     """``--dataset Beauty`` (space form) is used, so Config must not warn that it is not."""
     from recbole_bbqrec.quick_start import build_config
 
@@ -177,6 +177,13 @@ def test_run_script_hands_config_its_flags_as_key_value_pairs(monkeypatch, caplo
     assert seen["argv"] == ["--model=SASRec", "--dataset=ml-100k", "--epochs=2"]
     run_recbole_bbqrec.main([])                                   # the defaults, nothing typed
     assert (seen["model"], seen["dataset"], seen["argv"]) == ("BBQRec", "ml-100k", [])
+    # Given twice with two values: refused, as Config refuses a key given twice.
+    with pytest.raises(SystemExit) as caught:
+        run_recbole_bbqrec.main(["-d", "Beauty", "--dataset=ml-100k"])
+    assert caught.value.code == 2
+    assert ("--dataset is given twice with different values ('Beauty', 'ml-100k')"
+            in capsys.readouterr().err)
+    run_recbole_bbqrec.main(["-d", "ml-100k", "--dataset=ml-100k"])       # the same value: fine
     caplog.set_level("WARNING")
     config = build_config("SASRec", "ml-100k", None, None,
                           ["--model=SASRec", "--dataset=ml-100k", "--epochs=2"])
