@@ -27,6 +27,7 @@ smallest ratio measured).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -39,6 +40,8 @@ from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
 from recbole_bbqrec.modules.beam_search import PrefixIndex  # noqa: E402
+from recbole_bbqrec.modules.cpu_linear import (linear, onednn_linear_available,  # noqa: E402
+                                               set_onednn)
 from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
 
 
@@ -176,48 +179,62 @@ RATE_SHAPES = 8
 def matmul_work(model, index, hist, beam: int, batch: int) -> tuple[float, list]:
     """The matrix products of one batched search (encoder + pruned beam search, what
     ``timed_search`` runs), from torch.profiler: (FLOPs per user, [(flops, op, input
-    shapes)] per distinct op and shape, costliest first)."""
+    shapes)] per distinct op and shape, costliest first). The profiler counts FLOPs of
+    aten's products only, so this run keeps the Linear layers on PyTorch's default kernel
+    (the same products as on oneDNN)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
-        timed_search(model, index, hist, beam, batch)
+    onednn = [(sub, sub.onednn) for sub in model.modules() if hasattr(sub, "onednn")]
+    set_onednn(model, False)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True,
+                     record_shapes=True) as prof:
+            timed_search(model, index, hist, beam, batch)
+    finally:
+        for sub, flag in onednn:
+            sub.onednn = flag
     shapes = sorted(((e.flops, e.key, e.input_shapes)
                      for e in prof.key_averages(group_by_input_shape=True)
                      if e.key in MATMUL_OPS and e.flops), key=lambda row: -row[0])
     return sum(row[0] for row in shapes) / hist[0].shape[0], shapes
 
 
-def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) -> float:
-    """FLOP/s of one product ``op`` on operands of ``shapes`` (as the profiler records them),
-    the fastest of ``repeats`` timings, into a preallocated output (no allocation or page
-    faults in the timing)."""
-    if op == "aten::addmm":                            # bias [n], x [m, k], weight.T [k, n]
-        (m, k), n = shapes[1], shapes[2][1]
-        args, flops = (torch.randn(n, device=device), torch.randn(m, k, device=device),
-                       torch.randn(k, n, device=device)), 2.0 * m * k * n
-    elif op == "aten::mm":
-        (m, k), n = shapes[0], shapes[1][1]
-        args, flops = (torch.randn(m, k, device=device), torch.randn(k, n, device=device)), \
-            2.0 * m * k * n
-    else:                         # bmm [b, m, k] @ [b, k, n]; baddbmm (bias first) timed as bmm
-        left, right = shapes[1:3] if op == "aten::baddbmm" else shapes[:2]
-        (b, m, k), n = left, right[2]
-        args, flops = (torch.randn(b, m, k, device=device), torch.randn(b, k, n, device=device)), \
-            2.0 * b * m * k * n
-        op = "aten::bmm"
-    fn = {"aten::addmm": torch.addmm, "aten::mm": torch.mm, "aten::bmm": torch.bmm}[op]
-    out = fn(*args)
-    calls = min(200, max(1, int(5e8 // flops)))        # ~0.5 GFLOP (or 200 calls) a timing
+def _best_time(fn, calls: int, repeats: int, device: torch.device) -> float:
+    """Fastest of ``repeats`` timings of ``calls`` calls, seconds per call (after a warm-up)."""
     best = float("inf")
-    for i in range(repeats + 1):                       # the first is a warm-up
+    for i in range(repeats + 1):
         synchronize(device)
         start = time.perf_counter()
         for _ in range(calls):
-            fn(*args, out=out)
+            fn()
         synchronize(device)
         if i:
             best = min(best, (time.perf_counter() - start) / calls)
-    return flops / best
+    return best
+
+
+def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) -> float:
+    """The best FLOP/s of torch's kernels on one product ``op`` with operands of ``shapes``
+    (as the profiler records them), fastest of ``repeats`` timings. aten's kernel writes into
+    a preallocated output (no allocation or page faults in the timing); a Linear's product is
+    also timed on oneDNN (``cpu_linear``) on a CPU."""
+    randn = functools.partial(torch.randn, device=device)
+    if op in ("aten::addmm", "aten::mm"):                 # [bias [n]], x [m, k], weight.T [k, n]
+        left, right = shapes[:2] if op == "aten::mm" else shapes[1:3]
+        (m, k), n = left, right[1]
+        x, weight, bias = randn(m, k), randn(n, k), randn(n)
+        out, flops = torch.empty(m, n, device=device), 2.0 * m * k * n
+        kernels = [lambda: torch.addmm(bias, x, weight.T, out=out)]
+        if device.type == "cpu" and onednn_linear_available():
+            kernels.append(lambda: linear(x, weight, bias))
+    else:                         # bmm [b, m, k] @ [b, k, n]; baddbmm (bias first) timed as bmm
+        left, right = shapes[1:3] if op == "aten::baddbmm" else shapes[:2]
+        (b, m, k), n = left, right[2]
+        a, c = randn(b, m, k), randn(b, k, n)
+        out, flops = torch.empty(b, m, n, device=device), 2.0 * b * m * k * n
+        kernels = [lambda: torch.bmm(a, c, out=out)]
+    calls = min(200, max(1, int(5e8 // flops)))        # ~0.5 GFLOP (or 200 calls) a timing
+    return max(flops / _best_time(fn, calls, repeats, device) for fn in kernels)
 
 
 def best_rate(shapes: list, device: torch.device) -> float:
@@ -294,6 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile one batched search at the largest beam and print its N "
                         "costliest ops (self time, torch.profiler)")
+    p.add_argument("--no_onednn", action="store_true",
+                   help="keep the Linear layers on PyTorch's default CPU kernel (MKL) instead of "
+                        "oneDNN (modules/cpu_linear.py), for both searches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the per-beam rows as JSON here, e.g. "
                                  "results/Beauty/bench-decode-BBQRec.json (read by the report)")
@@ -329,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             model.load_state_dict(state)
         model.eval()
     n_levels, n_signals = codes.shape[1], codes.shape[2]
+    set_onednn(model, not args.no_onednn)
     device = torch.device(args.device)
     model.to(device)
     codes = codes.cpu()
@@ -336,7 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"catalogue: {codes.shape[0]} items, L={n_levels}, S={n_signals}, N={n_codes}; "
           f"d_model={model.d_model}, enc/dec layers {len(model.encoder.layers)}/"
           f"{len(model.decoder_layers)}, {weights}"
-          f", threads={torch.get_num_threads()}, device={device}", flush=True)
+          f", threads={torch.get_num_threads()}, device={device}, CPU Linear kernel: "
+          f"{'MKL' if args.no_onednn or not onednn_linear_available() else 'oneDNN'}",
+          flush=True)
 
     ratios, identical, rows = [], True, []
     with torch.inference_mode():
@@ -416,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
                 n_levels, signals, n_codes, args.d_model, args.n_heads, args.encoder_layers,
                 args.decoder_layers, args.d_ff, 0.0, args.max_history, args.n_buckets,
                 use_similarity=not args.no_similarity).eval().to(device)
+            set_onednn(scale_model, not args.no_onednn)
             per_user = []
             for n_items in args.scale_items:
                 big = synthetic_codes(n_items, n_levels, signals, n_codes, args.seed + 1)

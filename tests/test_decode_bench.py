@@ -28,3 +28,18 @@ def test_bench_reports_identical_top10_and_writes_its_rows(tmp_path, capsys):
     assert sum("arithmetic floor: " in line for line in lines) == 2
     assert 0 < rows[0]["matmul_mflop_per_user"] < rows[1]["matmul_mflop_per_user"]
     assert all(r["gemm_gflops"] > 0 and r["max_speed_up"] > 0 for r in rows)
+
+
+def test_linear_kernels_bench_compares_both_kernels_on_the_generators_shapes(capsys):
+    from bench.linear_kernels import main as kernels_main
+    from recbole_bbqrec.modules.cpu_linear import onednn_linear_available
+
+    if not onednn_linear_available():
+        pytest.skip("torch without oneDNN")
+    rows = kernels_main(["--rows", "64", "--d_model", "16", "--d_ff", "32", "--head", "24",
+                         "--threads", "1"])
+    assert [(r["in"], r["out"]) for r in rows[:5]] == [(16, 48), (16, 16), (16, 32), (32, 16),
+                                                      (16, 24)]
+    assert all(r["mkl_gflops"] >= 0 and r["onednn_gflops"] >= 0 for r in rows)
+    assert all(r["max_abs_diff"] < 1e-4 for r in rows)      # the same fp32 product
+    assert "oneDNN" in capsys.readouterr().out

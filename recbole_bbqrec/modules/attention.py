@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_linear import InferenceLinear
+
 
 def bucketize_similarity(zq_hist: torch.Tensor, n_buckets: int, n_signals: int = 1) -> torch.Tensor:
     """Cosine similarity of every item pair, discretised into ``n_buckets`` bins.
@@ -91,10 +93,10 @@ class SimilarityEnhancedAttention(nn.Module):
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.n_buckets, self.enabled = n_buckets, enabled
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.q_proj = InferenceLinear(d_model, d_model)
+        self.k_proj = InferenceLinear(d_model, d_model)
+        self.v_proj = InferenceLinear(d_model, d_model)
+        self.out_proj = InferenceLinear(d_model, d_model)
         self.attn_dropout = nn.Dropout(dropout)
         if enabled:
             if n_buckets < 1:
@@ -145,8 +147,8 @@ class SimilarityEncoderLayer(nn.Module):
         self.attn = SimilarityEnhancedAttention(d_model, n_heads, dropout, n_buckets, enabled)
         self.norm_attn = nn.LayerNorm(d_model)
         self.norm_ffn = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(d_ff, d_model))
+        self.ffn = nn.Sequential(InferenceLinear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout),
+                                 InferenceLinear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, buckets: torch.Tensor | None = None,

@@ -22,6 +22,7 @@ from torch import nn
 
 from .attention import SimilarityEncoder, bucketize_similarity
 from .beam_search import PrefixIndex, StepFn, constrained_beam_search
+from .cpu_linear import InferenceLinear, linear
 
 
 # Beams decoded at once by ``generate``. On the CPU the whole search runs per chunk of
@@ -59,13 +60,13 @@ class _DecoderLayer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.self_qkv = nn.Linear(d_model, 3 * d_model)
-        self.self_out = nn.Linear(d_model, d_model)
-        self.cross_q = nn.Linear(d_model, d_model)
-        self.cross_kv = nn.Linear(d_model, 2 * d_model)
-        self.cross_out = nn.Linear(d_model, d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(d_ff, d_model))
+        self.self_qkv = InferenceLinear(d_model, 3 * d_model)
+        self.self_out = InferenceLinear(d_model, d_model)
+        self.cross_q = InferenceLinear(d_model, d_model)
+        self.cross_kv = InferenceLinear(d_model, 2 * d_model)
+        self.cross_out = InferenceLinear(d_model, d_model)
+        self.ffn = nn.Sequential(InferenceLinear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout),
+                                 InferenceLinear(d_ff, d_model))
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = nn.Dropout(dropout)
@@ -147,7 +148,12 @@ class _DecoderLayer(nn.Module):
 
 
 class SemanticIDGenerator(nn.Module):
-    """Encoder-decoder generator of L-position, S-signal semantic IDs (codes in [0, N))."""
+    """Encoder-decoder generator of L-position, S-signal semantic IDs (codes in [0, N)).
+
+    Without autograd on a CPU its Linear layers and head run on oneDNN (``cpu_linear``);
+    ``cpu_linear.set_onednn(generator, False)`` keeps PyTorch's default kernel."""
+
+    onednn: bool = True             # the head's flag; the Linear layers carry their own
 
     def __init__(self, n_levels: int, n_signals: int, codebook_size: int, d_model: int,
                  n_heads: int, n_encoder_layers: int, n_decoder_layers: int, d_ff: int,
@@ -247,6 +253,10 @@ class SemanticIDGenerator(nn.Module):
     def _logits(self, hidden: torch.Tensor, first_level: int) -> torch.Tensor:
         """hidden [B, W, t, d] at levels first_level.. -> logits [B, W, t, S, N]."""
         steps = hidden.shape[2]
+        if steps == 1:       # one level (decoding): the head as a Linear, as generate runs it
+            logits = linear(hidden, self.head_weight[first_level], self.head_bias[first_level],
+                            self.onednn)
+            return logits.view(*hidden.shape[:3], self.n_signals, self.codebook_size)
         weight = self.head_weight[first_level:first_level + steps]          # [t, S*N, d]
         logits = torch.einsum("bwtd,tkd->bwtk", hidden, weight)
         logits = logits + self.head_bias[first_level:first_level + steps]
@@ -367,7 +377,8 @@ class SemanticIDGenerator(nn.Module):
                     new_cache[i][-1].append(fresh)
                 if level is not None:
                     hidden = self.decoder_norm(x).view(-1, self.d_model)         # [c*W, d]
-                    logits = torch.addmm(self.head_bias[level], hidden, self.head_weight[level].T)
+                    logits = linear(hidden, self.head_weight[level], self.head_bias[level],
+                                    self.onednn)                                # [c*W, S*N]
                     out.append(torch.log_softmax(logits.view(x.shape[0], width, self.n_signals,
                                                              self.codebook_size), dim=-1))
             for i in range(n_layers if level != self.n_levels - 1 else 0):  # none after the last

@@ -22,6 +22,7 @@ from recbole.utils import InputType
 
 from recbole_bbqrec.config_checks import ID_LAYOUTS
 from recbole_bbqrec.modules.beam_search import PrefixIndex
+from recbole_bbqrec.modules.cpu_linear import set_onednn
 from recbole_bbqrec.modules.generator import SemanticIDGenerator
 
 
@@ -84,6 +85,8 @@ class BBQRec(SequentialRecommender):
             max_history=self.max_seq_length, n_buckets=self.n_buckets,
             use_similarity=self.similarity_attention,
             similarity_per_signal=config["similarity_per_signal"], similarity_parts=n_sid_signals)
+        # CPU decoding on oneDNN (modules/cpu_linear.py); None (an older config): on
+        set_onednn(self.generator, config["onednn_inference"] is not False)
         self.similarity_lr = config["similarity_lr"]
         self.label_smoothing = float(config["label_smoothing"] or 0.0)
         if config["inherit_codebooks"]:
