@@ -40,8 +40,7 @@ from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
 from recbole_bbqrec.modules.beam_search import PrefixIndex  # noqa: E402
-from recbole_bbqrec.modules.cpu_linear import (linear, onednn_linear_available,  # noqa: E402
-                                               set_onednn)
+from recbole_bbqrec.modules.cpu_linear import onednn_linear_available, set_onednn  # noqa: E402
 from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
 
 
@@ -213,20 +212,28 @@ def _best_time(fn, calls: int, repeats: int, device: torch.device) -> float:
     return best
 
 
+def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """x @ weight.T (+ bias) on oneDNN's kernel, what ``cpu_linear.linear`` runs on a CPU."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) -> float:
     """The best FLOP/s of torch's kernels on one product ``op`` with operands of ``shapes``
     (as the profiler records them), fastest of ``repeats`` timings. aten's kernel writes into
-    a preallocated output (no allocation or page faults in the timing); a Linear's product is
-    also timed on oneDNN (``cpu_linear``) on a CPU."""
+    a preallocated output (no allocation or page faults in the timing). A Linear's product
+    is also timed on oneDNN on a CPU; that op has no ``out=`` and allocates its output each
+    call, so its rate is if anything understated."""
     randn = functools.partial(torch.randn, device=device)
-    if op in ("aten::addmm", "aten::mm"):                 # [bias [n]], x [m, k], weight.T [k, n]
+    if op in ("aten::addmm", "aten::mm"):           # addmm: bias [n], x [m, k], weight.T [k, n]
         left, right = shapes[:2] if op == "aten::mm" else shapes[1:3]
         (m, k), n = left, right[1]
-        x, weight, bias = randn(m, k), randn(n, k), randn(n)
+        x, weight = randn(m, k), randn(n, k)
+        bias = randn(n) if op == "aten::addmm" else None
         out, flops = torch.empty(m, n, device=device), 2.0 * m * k * n
-        kernels = [lambda: torch.addmm(bias, x, weight.T, out=out)]
+        kernels = [(lambda: torch.addmm(bias, x, weight.T, out=out)) if bias is not None else
+                   (lambda: torch.mm(x, weight.T, out=out))]
         if device.type == "cpu" and onednn_linear_available():
-            kernels.append(lambda: linear(x, weight, bias))
+            kernels.append(lambda: onednn_product(x, weight, bias))
     else:                         # bmm [b, m, k] @ [b, k, n]; baddbmm (bias first) timed as bmm
         left, right = shapes[1:3] if op == "aten::baddbmm" else shapes[:2]
         (b, m, k), n = left, right[2]
@@ -234,7 +241,8 @@ def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) 
         out, flops = torch.empty(b, m, n, device=device), 2.0 * b * m * k * n
         kernels = [lambda: torch.bmm(a, c, out=out)]
     calls = min(200, max(1, int(5e8 // flops)))        # ~0.5 GFLOP (or 200 calls) a timing
-    return max(flops / _best_time(fn, calls, repeats, device) for fn in kernels)
+    with torch.no_grad():
+        return max(flops / _best_time(fn, calls, repeats, device) for fn in kernels)
 
 
 def best_rate(shapes: list, device: torch.device) -> float:

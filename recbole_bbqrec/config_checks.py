@@ -115,6 +115,18 @@ def check_stage_choices(config: dict) -> None:
                               f"got {value!r}.")
 
 
+# Switches read as plain booleans by the model (None: the YAML default applies).
+BOOL_KEYS = ("onednn_inference",)
+
+
+def check_switches(config: dict) -> None:
+    """Boolean switches are booleans: ``--onednn_inference=no`` is a typo, not False."""
+    for key in BOOL_KEYS:
+        value = config.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key} must be True or False, got {value!r}.")
+
+
 def max_topk(config: dict) -> int | None:
     topk = config.get("topk")
     if _is_int(topk):
@@ -204,5 +216,6 @@ def check_config(config: dict) -> None:
     check_validation(config)
     check_beams(config)
     check_stage_choices(config)
+    check_switches(config)
     check_devices(config)
     check_budget(config)

@@ -178,6 +178,18 @@ def _built_model(ml100k_root, tmp_path):
     return model, config, train_data._dataset
 
 
+def test_onednn_inference_switch_reaches_every_layer(bbqrec_record, ml100k_root, tmp_path):
+    from recbole_bbqrec.utils import get_model
+
+    model, config, dataset = _built_model(ml100k_root, tmp_path)
+    flags = lambda m: {sub.onednn for sub in m.generator.modules() if hasattr(sub, "onednn")}  # noqa: E731
+    assert flags(model) == {True}                          # the YAML default
+    config["onednn_inference"] = False
+    assert flags(get_model("BBQRec")(config, dataset)) == {False}
+    config["onednn_inference"] = None                      # an older config without the key
+    assert flags(get_model("BBQRec")(config, dataset)) == {True}
+
+
 def test_stage1_exports_its_codebooks_and_older_caches_fall_back_to_the_checkpoint(
         bbqrec_record, ml100k_root, tmp_path):
     import numpy as np

@@ -61,6 +61,8 @@ def test_checkpoint_of_another_model_names_both(saved_checkpoint):
     (run_recbole_bbqrec.main, ["--run_tag=../x"], "run_tag='../x' cannot be used"),
     (run_recbole_bbqrec.main, ["--epochs=0"], "epochs must be an integer >= 1, got 0"),
     (run_recbole_bbqrec.main, ["--stage=generator"], "stage=generator does not exist"),
+    (run_recbole_bbqrec.main, ["--onednn_inference=no"],
+     "onednn_inference must be True or False, got 'no'"),
     (recommend.main, ["--run", "missing.json", "--history", "1"], "missing.json"),
     (compare.main, ["no/such/folder"], "No results folder no/such/folder"),
     (report.main, ["--dataset=../etc"], "dataset='../etc' cannot be used"),

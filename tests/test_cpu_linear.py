@@ -67,6 +67,24 @@ def test_as_accurate_as_pytorchs_kernel(k):
                                    rtol=1e-4, atol=1e-4)      # 3-D input, no bias
 
 
+def test_reference_step_functions_run_on_the_same_kernel_as_generate():
+    # bench/decode.py compares generate's search with the reference driven by make_step_fn:
+    # both must run the model's products on the same kernel.
+    torch.manual_seed(0)
+    model = SemanticIDGenerator(3, 2, 16, 32, 2, 1, 1, 64, 0.0, 10, 8, use_similarity=False).eval()
+    codes = random_codes(50, 3, 2, 16, seed=0)
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    with torch.no_grad():
+        memory = model.encode(codes[torch.randint(0, 50, (4, 10))], mask)
+        prefix = codes[:4, None, :1]                                          # [B, 1, 1, S]
+        step = model.make_step_fn(memory, mask)
+        step(prefix[:, :, :0], None)
+        ops = ops_run(lambda: step(prefix, torch.zeros(4, 1, dtype=torch.long)))
+        assert ONEDNN_OP in ops and "aten::bmm" in ops and "aten::addmm" not in ops
+        ops = ops_run(lambda: model.step_log_probs(memory, mask, prefix))
+        assert ONEDNN_OP in ops and "aten::addmm" not in ops
+
+
 def test_generator_decodes_the_same_items_on_either_kernel():
     torch.manual_seed(0)
     codes = random_codes(400, 3, 2, 16, seed=0)

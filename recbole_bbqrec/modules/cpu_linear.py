@@ -1,25 +1,26 @@
 """Linear layers that run on oneDNN when the generator infers on a CPU.
 
 PyTorch sends a CPU float32 ``nn.Linear`` to MKL's sgemm. On the AMD machine this project is
-measured on (Zen 5, AVX-512), MKL takes a slower path: 86-97 GFLOP/s per core on the
-generator's products. oneDNN, which ships inside the same torch wheel, reaches 150-224 on the
-same shapes (``bench/linear_kernels.py``). Decoding is mostly these products, so evaluation
-and ``generate`` run them on oneDNN.
+measured on (Zen 5, AVX-512), MKL takes a slower path: 70-97 GFLOP/s per core on the
+generator's products. oneDNN, which ships inside the same torch wheel, reached 2.0-2.5x that
+on the same shapes (``bench/linear_kernels.py``; tiny 81-row products about even).
+Decoding is mostly these products, so evaluation and ``generate`` run them on oneDNN.
 
 The maths is the same fp32 product. Only the accumulation order may differ: results were
-bit-identical at K = 128 and within 1e-6 relative at K = 512. So a model evaluated with
+bit-identical at K = 128 and within about 5e-6 relative at K = 512. So a model evaluated with
 ``onednn=False`` (PyTorch's default kernel) may differ in the last bits of its scores.
 
 oneDNN is used only where nothing else changes:
-- no autograd (``torch.no_grad`` or inference mode), so training keeps PyTorch's kernels and
-  their backward;
-- CPU float32 tensors;
-- torch built with oneDNN.
+- no autograd (``torch.no_grad`` or inference mode), so gradient steps keep PyTorch's kernels
+  and their backward (validation, which picks the best epoch, does run on oneDNN);
+- CPU float32 tensors, on an x86-64 CPU (the only kind measured);
+- torch built with oneDNN and not switched off (``torch.backends.mkldnn.flags``).
 Everything else goes through ``F.linear``.
 """
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,9 @@ from torch import nn
 
 @functools.lru_cache(maxsize=None)
 def onednn_linear_available() -> bool:
-    """torch has oneDNN and its fused linear op (every x86/arm64 CPU wheel does)."""
+    """An x86-64 CPU and a torch with oneDNN and its fused linear op (every x86-64 wheel)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     try:
         return bool(torch.backends.mkldnn.is_available()
                     and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
@@ -42,7 +45,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     On oneDNN when ``onednn`` and it is safe (no autograd, CPU float32), else F.linear."""
     if (onednn and not torch.is_grad_enabled() and x.device.type == "cpu"
             and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and onednn_linear_available()):
+            and onednn_linear_available() and torch.backends.mkldnn.enabled):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 

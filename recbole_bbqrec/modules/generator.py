@@ -150,8 +150,9 @@ class _DecoderLayer(nn.Module):
 class SemanticIDGenerator(nn.Module):
     """Encoder-decoder generator of L-position, S-signal semantic IDs (codes in [0, N)).
 
-    Without autograd on a CPU its Linear layers and head run on oneDNN (``cpu_linear``);
-    ``cpu_linear.set_onednn(generator, False)`` keeps PyTorch's default kernel."""
+    Without autograd on a CPU its Linear layers, and its head when it scores one level (as
+    decoding does), run on oneDNN (``cpu_linear``); ``cpu_linear.set_onednn(generator,
+    False)`` keeps PyTorch's default kernel."""
 
     onednn: bool = True             # the head's flag; the Linear layers carry their own
 

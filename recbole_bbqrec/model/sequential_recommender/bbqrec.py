@@ -86,7 +86,8 @@ class BBQRec(SequentialRecommender):
             use_similarity=self.similarity_attention,
             similarity_per_signal=config["similarity_per_signal"], similarity_parts=n_sid_signals)
         # CPU decoding on oneDNN (modules/cpu_linear.py); None (an older config): on
-        set_onednn(self.generator, config["onednn_inference"] is not False)
+        onednn = config["onednn_inference"]
+        set_onednn(self.generator, True if onednn is None else bool(onednn))
         self.similarity_lr = config["similarity_lr"]
         self.label_smoothing = float(config["label_smoothing"] or 0.0)
         if config["inherit_codebooks"]:
