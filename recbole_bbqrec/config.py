@@ -58,6 +58,18 @@ def load_yaml_section(path: str, key: str, kind: type, shape: str):
     return section
 
 
+def value_in_config_files(paths: list[str], key: str, default=None):
+    """``key`` as a run given these YAML config files sees it: the last file that sets it
+    wins (Config merges them in order); ``default`` if none does."""
+    value = default
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if isinstance(data, dict) and key in data:
+            value = data[key]
+    return value
+
+
 def properties_dir() -> str:
     """Where the plugin's YAML files live: the checkout's ``properties/`` or the installed copy."""
     here = os.path.dirname(os.path.abspath(__file__))

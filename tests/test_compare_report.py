@@ -267,3 +267,19 @@ def test_table2_cites_one_run_per_model_chosen_by_validation():
     cited = {r["label"]: r["cited_label"] for r in cited_runs(records)}
     # the best validation wins within a model; an ablation is never the model's cited run
     assert cited == {"BBQRec": "BBQRec-budget20m", "TIGER": "TIGER"}
+
+
+def test_run_tag_and_seed_of_config_files_are_what_a_run_sees(tmp_path):
+    # Config merges files in order, so the last file that sets a key wins.
+    from recbole_bbqrec.experiments.budget_compare import RECBOLE_DEFAULT_SEED, configured_seed
+    from recbole_bbqrec.experiments.compare import entry_label
+
+    first, last = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("run_tag: first\nseed: 3\n")
+    last.write_text("run_tag: last\n")
+    entry = {"model": "BBQRec", "config_files": [str(first), str(last)]}
+    assert entry_label(entry) == "BBQRec-last"
+    assert entry_label({**entry, "run_tag": "own"}) == "BBQRec-own"
+    assert entry_label({"model": "SASRec"}) == "SASRec"
+    assert configured_seed([str(first), str(last)]) == 3         # only the first sets a seed
+    assert configured_seed([str(last)]) == RECBOLE_DEFAULT_SEED

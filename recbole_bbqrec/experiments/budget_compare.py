@@ -65,14 +65,9 @@ def variant_flags(dataset: str, names: list[str], files: list[str], extra: list[
 def configured_seed(files: list[str]) -> int:
     """The seed a run gets without ``--seed``: the last config file that sets one, else
     RecBole's default."""
-    import yaml
+    from recbole_bbqrec.config import value_in_config_files
 
-    seed = RECBOLE_DEFAULT_SEED
-    for path in files:
-        with open(path, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle) or {}
-        seed = int(loaded.get("seed", seed))
-    return seed
+    return int(value_in_config_files(files, "seed", RECBOLE_DEFAULT_SEED))
 
 
 def run_commands(dataset: str, minutes: float, models, variants: dict, files, extra,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import yaml
 
 from recbole_bbqrec.atomic_io import atomic_write_text
 from recbole_bbqrec.cli import parse_with_config_keys
@@ -59,12 +58,12 @@ def resolve_config_file(path: str) -> str | None:
 
 def entry_label(entry: dict) -> str:
     """The run label an entry produces: model, plus the run_tag (entry's or its files')."""
+    from recbole_bbqrec.config import value_in_config_files
+
     tag = entry.get("run_tag") or (entry.get("config") or {}).get("run_tag")
-    for path in entry.get("config_files") or []:
-        resolved = resolve_config_file(path)
-        if not tag and resolved:
-            with open(resolved, encoding="utf-8") as f:
-                tag = (yaml.safe_load(f) or {}).get("run_tag")
+    if not tag:                      # the files' run_tag: the last file that sets it wins
+        files = [resolve_config_file(path) for path in entry.get("config_files") or []]
+        tag = value_in_config_files([f for f in files if f], "run_tag")
     return f"{entry['model']}-{tag}" if tag else entry["model"]
 
 
