@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.decode import trained_run  # noqa: E402
 from recbole_bbqrec.beam_diagnostics import prefix_tries  # noqa: E402
 from recbole_bbqrec.modules.beam_search import constrained_beam_search  # noqa: E402
+from recbole_bbqrec.modules.tuple_topk import rank_key  # noqa: E402
 
 
 @torch.no_grad()
@@ -41,10 +42,8 @@ def beams_in_reach(step_factory, item_codes: torch.Tensor, n_users: int, beam_si
         leaves, scores = constrained_beam_search(step_factory(), index.to(item_codes.device),
                                                  n_users, beam_size, item_codes.device,
                                                  topk=beam_size)              # [B, W] sorted
-        # As the search ranks them: a live beam whose score is -inf (a -inf log-prob) still
-        # outranks padding, so it gets the dtype's minimum; padding (leaf -1) gets -inf.
-        keys = scores.nan_to_num(neginf=torch.finfo(scores.dtype).min)
-        level_keys.append(keys.masked_fill(leaves < 0, float("-inf")))
+        # As the search ranks them: padding (leaf -1) -inf, a live -inf score the minimum.
+        level_keys.append(rank_key(scores, leaves >= 0))
     n_levels, counts = len(level_keys), []
     for level in range(1, n_levels):
         keep = topk if level == n_levels - 1 else beam_size

@@ -40,7 +40,8 @@ from recbole_bbqrec.atomic_io import atomic_write_json  # noqa: E402
 from recbole_bbqrec.results import command_line  # noqa: E402
 from bench.reference_beam_search import build_trie, reference_beam_search  # noqa: E402
 from recbole_bbqrec.modules.beam_search import PrefixIndex  # noqa: E402
-from recbole_bbqrec.modules.cpu_linear import onednn_linear_available, set_onednn  # noqa: E402
+from recbole_bbqrec.modules.cpu_linear import (onednn_linear, onednn_linear_available,  # noqa: E402
+                                               set_onednn)
 from recbole_bbqrec.modules.generator import SemanticIDGenerator  # noqa: E402
 
 
@@ -212,11 +213,6 @@ def _best_time(fn, calls: int, repeats: int, device: torch.device) -> float:
     return best
 
 
-def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    """x @ weight.T (+ bias) on oneDNN's kernel, what ``cpu_linear.linear`` runs on a CPU."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
 def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) -> float:
     """The best FLOP/s of torch's kernels on one product ``op`` with operands of ``shapes``
     (as the profiler records them), fastest of ``repeats`` timings. aten's kernel writes into
@@ -233,7 +229,7 @@ def product_rate(op: str, shapes: list, device: torch.device, repeats: int = 5) 
         kernels = [(lambda: torch.addmm(bias, x, weight.T, out=out)) if bias is not None else
                    (lambda: torch.mm(x, weight.T, out=out))]
         if device.type == "cpu" and onednn_linear_available():
-            kernels.append(lambda: onednn_product(x, weight, bias))
+            kernels.append(lambda: onednn_linear(x, weight, bias))
     else:                         # bmm [b, m, k] @ [b, k, n]; baddbmm (bias first) timed as bmm
         left, right = shapes[1:3] if op == "aten::baddbmm" else shapes[:2]
         (b, m, k), n = left, right[2]

@@ -18,8 +18,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.decode import _best_time, onednn_product  # noqa: E402
-from recbole_bbqrec.modules.cpu_linear import onednn_linear_available  # noqa: E402
+from bench.decode import _best_time  # noqa: E402
+from recbole_bbqrec.modules.cpu_linear import onednn_linear, onednn_linear_available  # noqa: E402
 
 
 def generator_shapes(rows: int, d_model: int, d_ff: int, head: int) -> list[tuple[int, int, int]]:
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             flops = 2.0 * rows * d_in * d_out
             calls = min(200, max(1, int(5e8 // flops)))
             mkl = flops / _best_time(lambda: torch.addmm(bias, x, weight.T, out=out), calls, 5, cpu)
-            onednn = flops / _best_time(lambda: onednn_product(x, weight, bias), calls, 5, cpu)
-            diff = float((onednn_product(x, weight, bias) - torch.addmm(bias, x, weight.T))
+            onednn = flops / _best_time(lambda: onednn_linear(x, weight, bias), calls, 5, cpu)
+            diff = float((onednn_linear(x, weight, bias) - torch.addmm(bias, x, weight.T))
                          .abs().max())
             rows_out.append({"rows": rows, "in": d_in, "out": d_out, "mkl_gflops": round(mkl / 1e9, 1),
                              "onednn_gflops": round(onednn / 1e9, 1), "max_abs_diff": diff})

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import torch
 
 from .prefix_index import PrefixIndex
-from .tuple_topk import ranked_topk, root_topk, scan_topk, tuple_scores
+from .tuple_topk import rank_key, ranked_topk, root_topk, scan_topk, tuple_scores
 
 __all__ = ["PrefixIndex", "StepFn", "check_beam_args", "constrained_beam_search", "pad_result",
            "ranked_topk", "tuple_scores"]
@@ -77,9 +77,7 @@ def _child_keys(log_probs: torch.Tensor, child_codes: torch.Tensor, child_valid:
     picked = flat.gather(1, (child_codes + offsets).view(bsz * width, -1))
     picked = picked.view(bsz, width, n_children, n_signals)
     total = scores[:, :, None] + tuple_scores([picked[..., s] for s in range(n_signals)])
-    key = torch.where(child_valid, total.nan_to_num(neginf=torch.finfo(total.dtype).min),
-                      torch.full_like(total, float("-inf")))
-    return key, total
+    return rank_key(total, child_valid), total
 
 
 def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Tensor,
@@ -102,8 +100,7 @@ def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Te
                      device=scores.device)
     total = torch.full_like(key, float("-inf"))
     # A beam's best possible key (its children's totals never exceed its score); dead: -inf.
-    bound = scores.nan_to_num(neginf=torch.finfo(scores.dtype).min)
-    bound = bound.masked_fill(~child_valid.any(2), float("-inf"))          # [B, W]
+    bound = rank_key(scores, child_valid.any(2))                          # [B, W]
 
     def score(users: torch.Tensor | None, lo: int, hi: int) -> None:
         rows = slice(None) if users is None else users

@@ -39,6 +39,12 @@ def onednn_linear_available() -> bool:
         return False
 
 
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """x @ weight.T (+ bias) on oneDNN's kernel, unconditionally (``linear`` checks first)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            onednn: bool = True) -> torch.Tensor:
     """``F.linear(x, weight, bias)``: x [..., in], weight [out, in], bias [out] -> [..., out].
@@ -46,7 +52,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if (onednn and not torch.is_grad_enabled() and x.device.type == "cpu"
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and onednn_linear_available() and torch.backends.mkldnn.enabled):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 

@@ -47,6 +47,14 @@ def ranked_topk(key: torch.Tensor, keep: int, order: torch.Tensor | None = None
     return vals.gather(1, perm), pos.gather(1, perm)
 
 
+def rank_key(total: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """What the beam cut ranks a score by: a score of -inf (a -inf log-prob) becomes the
+    dtype's minimum, so a real candidate still outranks padding; where ``valid`` is False
+    (padding, dead beams) the key is -inf."""
+    key = total.nan_to_num(neginf=torch.finfo(total.dtype).min)
+    return key if valid is None else key.masked_fill(~valid, float("-inf"))
+
+
 def scan_topk(log_probs: torch.Tensor, child_codes: torch.Tensor, scores: torch.Tensor,
                keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``keep`` of one shared child list by scanning it: log_probs [B, S, N], child_codes
@@ -54,7 +62,7 @@ def scan_topk(log_probs: torch.Tensor, child_codes: torch.Tensor, scores: torch.
     tuple_score = tuple_scores([log_probs[:, s].index_select(-1, child_codes[:, s])
                                  for s in range(child_codes.shape[1])])  # [B, C]
     total = scores + tuple_score
-    return ranked_topk(total.nan_to_num(neginf=torch.finfo(total.dtype).min), keep)
+    return ranked_topk(rank_key(total), keep)
 
 
 def _cube_depth(index: PrefixIndex, keep: int) -> int | None:
@@ -82,16 +90,14 @@ def _cube_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int, depth: in
         total = (total[:, :, None] + vals[:, s, None, :depth]).flatten(1)
         key = (key[:, :, None] * base + codes[:, s, None, :depth]).flatten(1)  # [B, depth^s]
     total = zero + total
-    minimum = torch.finfo(total.dtype).min
-    ranked = torch.where(index.root_bitmap[key], total.nan_to_num(neginf=minimum),
-                         torch.full_like(total, float("-inf")))
+    ranked = rank_key(total, index.root_bitmap[key])
     top_key, pick = ranked_topk(ranked, keep, order=key)      # tuple keys ascend with the slot
     bound = None
     for s in range(n_signals):
         edge = zero[:, 0] + tuple_scores([vals[:, t, depth if t == s else 0]
                                            for t in range(n_signals)])
         bound = edge if bound is None else torch.maximum(bound, edge)
-    exact = top_key[:, -1] > bound.nan_to_num(neginf=minimum)
+    exact = top_key[:, -1] > rank_key(bound)
     return top_key, torch.searchsorted(index.root_keys, key.gather(1, pick)), exact
 
 
@@ -123,7 +129,7 @@ def _group_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int, floor: t
     position = torch.arange(user.numel(), device=user.device) - (counts.cumsum(0) - counts)[user]
     width = max(int(counts.max()), keep)
     ranked = log_probs.new_full((bsz, width), float("-inf"))
-    ranked[user, position] = total.nan_to_num(neginf=torch.finfo(total.dtype).min)
+    ranked[user, position] = rank_key(total)
     slots = torch.zeros(bsz, width, dtype=torch.long, device=user.device)
     slots[user, position] = slot
     top_key, pick = ranked_topk(ranked, keep)                 # a user's candidates ascend by slot
