@@ -241,3 +241,48 @@ def test_batched_step_fn_matches_plain_step_fn(catalogue):
         torch.testing.assert_close(step(second, parent),
                                    model.step_log_probs(memory, mask, second),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_inference_encoder_computes_only_each_length_groups_real_positions(catalogue, monkeypatch):
+    """Without autograd ``encode`` runs users sorted by history extent in groups cut to their
+    longest history: real positions match the full-width encoder (as run with autograd) up to
+    rounding, the cut tail is 0, and no group is wider than its longest history."""
+    from recbole_bbqrec.modules import generator as generator_module
+
+    codes, zq_table = catalogue
+    model = make_model().eval()
+    hist, mask, zq, _ = make_batch(catalogue, bsz=8, seed=3)
+    mask[2:5, 4:] = False                         # extents: 3, 1, 4, 4, 4, 6, 6, 6
+    mask[5:, :] = True
+    widths = []
+    rows = model._encode_rows
+
+    def spy(hist_codes, hist_mask, hist_zq):
+        widths.append((hist_codes.shape[0], hist_codes.shape[1]))
+        return rows(hist_codes, hist_mask, hist_zq)
+    monkeypatch.setattr(model, "_encode_rows", spy)
+    monkeypatch.setattr(generator_module, "ENCODE_GROUP_USERS", 3)
+    full = model.encode(hist, mask, zq)                                   # autograd on: full
+    assert widths == [(8, T)]
+    widths.clear()
+    with torch.no_grad():
+        grouped = model.encode(hist, mask, zq)
+    assert widths == [(3, 4), (3, 6), (2, 6)]     # users by extent (1, 3, 4 | 4, 4, 6 | 6, 6)
+    real = mask[:, :, None].expand_as(full)
+    torch.testing.assert_close(grouped[real], full.detach()[real], atol=1e-5, rtol=1e-5)
+    # users 0 (extent 3) and 1 (extent 1) went in the first group, cut at 4
+    assert grouped[:2, 4:].abs().sum() == 0 and grouped[:2, :4].abs().sum() > 0
+    # the searches read the grouped memory: same items as from the full-width memory
+    index = PrefixIndex.from_codes(codes)
+    with torch.no_grad():
+        ours = model.decode(grouped, mask, index, 20, topk=10)
+        theirs = model.decode(full.detach(), mask, index, 20, topk=10)
+    assert torch.equal(ours[0], theirs[0])
+    torch.testing.assert_close(ours[1], theirs[1], atol=1e-4, rtol=1e-5)
+    # one group as wide as the batch: no regrouping, one call on the batch as given
+    widths.clear()
+    monkeypatch.setattr(generator_module, "ENCODE_GROUP_USERS", 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(hist, mask, zq), full.detach(),
+                                   atol=1e-5, rtol=1e-5)
+    assert widths == [(8, T)]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import SimilarityEncoder, bucketize_similarity
+from .attention import SimilarityEncoder, bucketize_similarity, history_groups
 from .beam_search import PrefixIndex, StepFn, constrained_beam_search
 from .cpu_linear import InferenceLinear, linear
 
@@ -32,6 +32,8 @@ from .cpu_linear import InferenceLinear, linear
 # An accelerator wants large batches.
 DECODE_ROWS_CPU = 4096
 DECODE_ROWS_CUDA = 1 << 16
+# Users per length group of the inference encoder (``history_groups``).
+ENCODE_GROUP_USERS = 64
 
 
 def decode_rows(device: torch.device | str) -> int:
@@ -227,13 +229,35 @@ class SemanticIDGenerator(nn.Module):
             raise ValueError(f"history length {seq} exceeds max_history={self.max_history}")
         if tuple(hist_mask.shape) != (bsz, seq):
             raise ValueError(f"hist_mask must be {(bsz, seq)}, got {tuple(hist_mask.shape)}")
-        items = self.code_embedding(hist_codes + self.code_offsets).sum((-2, -3))  # [B, T, d]
+        if self.use_similarity and (hist_zq is None or tuple(hist_zq.shape[:2]) != (bsz, seq)):
+            raise ValueError(f"use_similarity=True needs hist_zq [B, T, Dz] = [{bsz}, {seq}, "
+                             f"Dz], got {None if hist_zq is None else tuple(hist_zq.shape)}")
+        if torch.is_grad_enabled():
+            return self._encode_rows(hist_codes, hist_mask, hist_zq)
+        # Inference: most histories are far shorter than T (Beauty's test users: 7 real items
+        # of 20), so users sorted by extent go through the encoder in groups cut to their
+        # longest history and the padded tail is never computed. Masked keys get exactly zero
+        # attention, so a real position's output is the full-width one up to float rounding;
+        # the cut positions stay 0 (readers mask them; a history with no real item keeps one
+        # position, as every key of a masked row gets the same weight).
+        groups = history_groups(hist_mask, ENCODE_GROUP_USERS)
+        if len(groups) == 1 and groups[0][1] == seq:
+            return self._encode_rows(hist_codes, hist_mask, hist_zq)
+        memory = self.code_embedding.weight.new_zeros(bsz, seq, self.d_model)
+        for users, width in groups:
+            memory[users, :width] = self._encode_rows(
+                hist_codes[users, :width], hist_mask[users, :width],
+                None if hist_zq is None else hist_zq[users, :width])
+        return memory
+
+    def _encode_rows(self, hist_codes: torch.Tensor, hist_mask: torch.Tensor,
+                     hist_zq: torch.Tensor | None) -> torch.Tensor:
+        """The encoder on histories [B, T', L, S] as given (checked by ``encode``)."""
+        seq = hist_codes.shape[1]
+        items = self.code_embedding(hist_codes + self.code_offsets).sum((-2, -3))  # [B, T', d]
         x = self.input_dropout(items + self.position_embedding.weight[:seq])
         buckets = None
         if self.use_similarity:
-            if hist_zq is None or tuple(hist_zq.shape[:2]) != (bsz, seq):
-                raise ValueError(f"use_similarity=True needs hist_zq [B, T, Dz] = [{bsz}, {seq}, "
-                                 f"Dz], got {None if hist_zq is None else tuple(hist_zq.shape)}")
             buckets = bucketize_similarity(hist_zq, self.n_buckets, self.similarity_parts)
         return self.encoder(x, buckets, ~hist_mask.bool())
 
