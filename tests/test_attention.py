@@ -7,7 +7,7 @@ from torch import nn
 
 from recbole_bbqrec.modules import attention as attention_module
 from recbole_bbqrec.modules.attention import (SimilarityEncoder, SimilarityEnhancedAttention,
-                                              bucketize_similarity, history_groups)
+                                              bucketize_similarity)
 
 D_MODEL, HEADS, K = 16, 4, 10
 
@@ -161,25 +161,3 @@ def test_encoder_stack_shapes_and_switch():
     assert not any("sim_embedding" in n for n, _ in off.named_parameters())
     with pytest.raises(ValueError, match="needs buckets"):
         on(x, None, pad)
-
-
-def test_history_groups_sort_users_by_extent_and_cut_each_group_to_its_longest():
-    mask = torch.zeros(7, 6, dtype=torch.bool)
-    mask[0, :6] = True                      # full
-    mask[1, :2] = True
-    mask[2, :1] = True
-    mask[3, 3:] = True                      # left-padded: extent 6
-    mask[4, [0, 3]] = True                  # a hole: extent 4
-    mask[6, :3] = True                      # user 5: no real item -> extent 1
-    groups = history_groups(mask, 3)
-    assert [g.tolist() for g, _ in groups] == [[2, 5, 1], [6, 4, 0], [3]]
-    assert [width for _, width in groups] == [2, 6, 6]
-    # every real item of every user lies inside its group's width
-    for users, width in groups:
-        assert not mask[users, width:].any()
-    assert [w for _, w in history_groups(mask, 2)] == [1, 3, 6, 6]
-    assert [(g.tolist(), w) for g, w in history_groups(mask[:0], 4)] == [([], 6)]
-    with pytest.raises(ValueError, match="group_users"):
-        history_groups(mask, 0)
-    with pytest.raises(ValueError, match=r"\[B, T\]"):
-        history_groups(mask[0], 2)

@@ -243,46 +243,52 @@ def test_batched_step_fn_matches_plain_step_fn(catalogue):
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_inference_encoder_computes_only_each_length_groups_real_positions(catalogue, monkeypatch):
-    """Without autograd ``encode`` runs users sorted by history extent in groups cut to their
-    longest history: real positions match the full-width encoder (as run with autograd) up to
-    rounding, the cut tail is 0, and no group is wider than its longest history."""
-    from recbole_bbqrec.modules import generator as generator_module
 
-    codes, zq_table = catalogue
-    model = make_model().eval()
+@pytest.mark.parametrize("use_similarity", [True, False])
+def test_inference_encoder_computes_only_each_length_groups_real_positions(
+        catalogue, monkeypatch, use_similarity):
+    """Without autograd ``encode`` runs users sorted by history extent in groups cut to their
+    longest history (``length_groups``): real positions match the full-width encoder (run
+    with autograd) up to rounding, and so do the searches and scores that read the memory."""
+    from recbole_bbqrec.modules import length_groups
+
+    codes, _ = catalogue
+    model = make_model(use_similarity=use_similarity).eval()
     hist, mask, zq, _ = make_batch(catalogue, bsz=8, seed=3)
-    mask[2:5, 4:] = False                         # extents: 3, 1, 4, 4, 4, 6, 6, 6
-    mask[5:, :] = True
+    mask[2:5, 4:] = False                    # extents: 3, 1, 4, 4, 4, then:
+    mask[5] = True                           # 6
+    mask[6] = torch.tensor([False, False, True, True, False, True])    # 6, with holes
+    mask[7] = False                          # no real item: full width, as with autograd
+    hist = hist.masked_fill(~mask[:, :, None, None], 0)
+    zq = zq if use_similarity else None
     widths = []
     rows = model._encode_rows
 
     def spy(hist_codes, hist_mask, hist_zq):
-        widths.append((hist_codes.shape[0], hist_codes.shape[1]))
+        widths.append(tuple(hist_codes.shape[:2]))
         return rows(hist_codes, hist_mask, hist_zq)
     monkeypatch.setattr(model, "_encode_rows", spy)
-    monkeypatch.setattr(generator_module, "ENCODE_GROUP_USERS", 3)
-    full = model.encode(hist, mask, zq)                                   # autograd on: full
+    monkeypatch.setattr(length_groups, "ENCODE_GROUP_USERS", 3)
+    full = model.encode(hist, mask, zq).detach()                          # autograd on
     assert widths == [(8, T)]
     widths.clear()
     with torch.no_grad():
         grouped = model.encode(hist, mask, zq)
-    assert widths == [(3, 4), (3, 6), (2, 6)]     # users by extent (1, 3, 4 | 4, 4, 6 | 6, 6)
-    real = mask[:, :, None].expand_as(full)
-    torch.testing.assert_close(grouped[real], full.detach()[real], atol=1e-5, rtol=1e-5)
-    # users 0 (extent 3) and 1 (extent 1) went in the first group, cut at 4
-    assert grouped[:2, 4:].abs().sum() == 0 and grouped[:2, :4].abs().sum() > 0
-    # the searches read the grouped memory: same items as from the full-width memory
+    assert widths == [(3, 4), (5, T)]        # users 1, 0, 2 | 3, 4, 5, 6, 7 (two 6-wide merged)
+    torch.testing.assert_close(grouped[mask], full[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped[7], full[7], atol=1e-5, rtol=1e-5)   # empty: all of it
+    assert grouped[:3, 4:].abs().sum() == 0 and grouped[:3, :4].abs().sum() > 0
     index = PrefixIndex.from_codes(codes)
     with torch.no_grad():
         ours = model.decode(grouped, mask, index, 20, topk=10)
-        theirs = model.decode(full.detach(), mask, index, 20, topk=10)
+        theirs = model.decode(full, mask, index, 20, topk=10)
+        scored = model.score_items(hist, mask, zq, codes[ours[0]])
     assert torch.equal(ours[0], theirs[0])
     torch.testing.assert_close(ours[1], theirs[1], atol=1e-4, rtol=1e-5)
-    # one group as wide as the batch: no regrouping, one call on the batch as given
+    torch.testing.assert_close(scored, model.score_items(hist, mask, zq, codes[ours[0]]).detach(),
+                               atol=1e-4, rtol=1e-5)                     # autograd on: full
+    # nothing to cut: one call on the batch as given
     widths.clear()
-    monkeypatch.setattr(generator_module, "ENCODE_GROUP_USERS", 64)
     with torch.no_grad():
-        torch.testing.assert_close(model.encode(hist, mask, zq), full.detach(),
-                                   atol=1e-5, rtol=1e-5)
-    assert widths == [(8, T)]
+        model.encode(hist[5:7], mask[5:7], None if zq is None else zq[5:7])
+    assert widths == [(2, T)]

@@ -52,27 +52,6 @@ def bucketize_similarity(zq_hist: torch.Tensor, n_buckets: int, n_signals: int =
     return buckets.clamp_(0, n_buckets - 1)
 
 
-def history_groups(mask: torch.Tensor, group_users: int) -> list[tuple[torch.Tensor, int]]:
-    """Users in groups of ``group_users`` by history extent, for an encoder that computes only
-    the positions up to a group's longest history: mask [B, T] (True = real item) ->
-    [(users [g] long, width)], shortest first; every position of a user at or past ``width``
-    is padding. A history with no real item counts as extent 1 (width is never 0)."""
-    if mask.dim() != 2:
-        raise ValueError(f"mask must be [B, T], got shape {tuple(mask.shape)}")
-    if group_users < 1:
-        raise ValueError(f"group_users must be >= 1, got {group_users}")
-    bsz, seq = mask.shape
-    if bsz == 0:
-        return [(torch.arange(0, device=mask.device), seq)]
-    real = mask.bool()
-    last = seq - real.flip(1).to(torch.uint8).argmax(1)                # 1 + last real position
-    extent = torch.where(real.any(1), last, torch.ones_like(last))     # [B]
-    order = torch.argsort(extent, stable=True)
-    widths = extent[order].tolist()                                    # one host read
-    return [(order[lo:lo + group_users], widths[min(lo + group_users, bsz) - 1])
-            for lo in range(0, bsz, group_users)]
-
-
 # Elements of one chunk's [c, T, T, d] temporaries: 2^19 floats (2 MB) stay in cache.
 # Measured on one core (B=256, T=20, d=128): the whole batch at once 105 ms per layer,
 # chunks of 2^19 elements 7.8 ms (inference) and 274 -> 62 ms forward + backward.

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import SimilarityEncoder, bucketize_similarity, history_groups
+from .attention import SimilarityEncoder, bucketize_similarity
 from .beam_search import PrefixIndex, StepFn, constrained_beam_search
 from .cpu_linear import InferenceLinear, linear
+from .length_groups import encode_in_length_groups
 
 
 # Beams decoded at once by ``generate``. On the CPU the whole search runs per chunk of
@@ -32,8 +33,6 @@ from .cpu_linear import InferenceLinear, linear
 # An accelerator wants large batches.
 DECODE_ROWS_CPU = 4096
 DECODE_ROWS_CUDA = 1 << 16
-# Users per length group of the inference encoder (``history_groups``).
-ENCODE_GROUP_USERS = 64
 
 
 def decode_rows(device: torch.device | str) -> int:
@@ -222,7 +221,8 @@ class SemanticIDGenerator(nn.Module):
     def encode(self, hist_codes: torch.Tensor, hist_mask: torch.Tensor,
                hist_zq: torch.Tensor | None = None) -> torch.Tensor:
         """hist_codes [B, T, L, S], hist_mask [B, T] (True = real item), hist_zq [B, T, Dz]
-        -> memory [B, T, d]."""
+        -> memory [B, T, d]. Without autograd, positions past a user's last real item may be
+        0 instead of the encoder's output there (they are padding: every reader masks them)."""
         self._check_codes(hist_codes, "hist_codes")
         bsz, seq = hist_codes.shape[:2]
         if seq > self.max_history:
@@ -234,21 +234,9 @@ class SemanticIDGenerator(nn.Module):
                              f"Dz], got {None if hist_zq is None else tuple(hist_zq.shape)}")
         if torch.is_grad_enabled():
             return self._encode_rows(hist_codes, hist_mask, hist_zq)
-        # Inference: most histories are far shorter than T (Beauty's test users: 7 real items
-        # of 20), so users sorted by extent go through the encoder in groups cut to their
-        # longest history and the padded tail is never computed. Masked keys get exactly zero
-        # attention, so a real position's output is the full-width one up to float rounding;
-        # the cut positions stay 0 (readers mask them; a history with no real item keeps one
-        # position, as every key of a masked row gets the same weight).
-        groups = history_groups(hist_mask, ENCODE_GROUP_USERS)
-        if len(groups) == 1 and groups[0][1] == seq:
-            return self._encode_rows(hist_codes, hist_mask, hist_zq)
-        memory = self.code_embedding.weight.new_zeros(bsz, seq, self.d_model)
-        for users, width in groups:
-            memory[users, :width] = self._encode_rows(
-                hist_codes[users, :width], hist_mask[users, :width],
-                None if hist_zq is None else hist_zq[users, :width])
-        return memory
+        # Inference: only each user's real positions (``length_groups``).
+        return encode_in_length_groups(self._encode_rows, hist_codes, hist_mask, hist_zq,
+                                       self.d_model, self.code_embedding.weight.dtype)
 
     def _encode_rows(self, hist_codes: torch.Tensor, hist_mask: torch.Tensor,
                      hist_zq: torch.Tensor | None) -> torch.Tensor:
