@@ -190,7 +190,6 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
             continue
         child_codes = table_codes[nodes]                                  # [B, W, C, S]
         child_valid = index.child_valid[level][nodes] & alive[:, :, None]  # [B, W, C]
-        child_next = table_next[nodes]
         keep = min(beam_size, width * n_children)
         if (prune and topk is not None and topk < keep and level == index.n_levels - 1
                 and math.ceil(FIRST_ROUND * topk) <= width // 2):
@@ -205,7 +204,8 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
         alive = top_key > float("-inf")
         parent = flat_pick // n_children
         scores = total.view(bsz, -1).gather(1, flat_pick).masked_fill(~alive, float("-inf"))
-        nodes = child_next.reshape(bsz, -1).gather(1, flat_pick).masked_fill(~alive, 0)
+        # next nodes of the kept children only (not a [B, W, C] table of all of them)
+        nodes = table_next[nodes.gather(1, parent), flat_pick % n_children].masked_fill(~alive, 0)
         picked_codes = child_codes.reshape(bsz, -1, n_signals).gather(
             1, flat_pick[:, :, None].expand(-1, -1, n_signals))           # [B, W', S]
         prefix = torch.cat([prefix.gather(1, parent[:, :, None, None].expand(

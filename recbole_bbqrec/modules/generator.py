@@ -120,12 +120,14 @@ class _DecoderLayer(nn.Module):
         return x, (k, v)
 
     def step(self, x: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]],
-             mem_k: torch.Tensor, mem_v: torch.Tensor, mem_bias: torch.Tensor
+             mem_kt: torch.Tensor, mem_v: torch.Tensor, mem_bias: torch.Tensor
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One new token per beam (the batched search's path, same maths as ``forward``).
         x [c, W, d]; past: per earlier position its (k, v) [c, W, d], or [c, 1, d] when all
         beams share it (BOS), so shared positions are never copied per beam;
-        mem_k/v [c, H, T, dh]; mem_bias [c, 1, 1, T]. Returns x [c, W, d] and (k, v) [c, W, d]."""
+        mem_kt [c, H, dh, T] and mem_v [c, H, T, dh], contiguous (as ``forward``'s matmuls
+        would copy them on every call); mem_bias [c, 1, 1, T]. Returns x [c, W, d] and (k, v)
+        [c, W, d]."""
         users, width, d_model = x.shape
         heads, d_head = self.n_heads, self.d_head
         q, k, v = self.self_qkv(self.norms[0](x)).chunk(3, dim=-1)       # [c, W, d] each
@@ -140,7 +142,7 @@ class _DecoderLayer(nn.Module):
             out = out + attn[:, :, j, :, None] * values[j].view(users, -1, heads, d_head)
         x = x + self.dropout(self.self_out(out.reshape(users, width, d_model)))
         q = self.cross_q(self.norms[1](x)).view(users, width, heads, d_head).transpose(1, 2)
-        scores = torch.matmul(q, mem_k.transpose(-1, -2)) / math.sqrt(d_head) + mem_bias
+        scores = torch.matmul(q, mem_kt) / math.sqrt(d_head) + mem_bias
         attn = self.attn_dropout(torch.softmax(scores, dim=-1))            # [c, H, W, T]
         out = torch.matmul(attn, mem_v).transpose(1, 2).reshape(users, width, d_model)
         x = x + self.dropout(self.cross_out(out))
@@ -404,7 +406,10 @@ class SemanticIDGenerator(nn.Module):
         def step(prefix: torch.Tensor, parent: torch.Tensor | None,
                  users: torch.Tensor | None = None) -> torch.Tensor:
             if state["memory"] is None:
-                state["memory"] = self._memory_state(memory, memory_mask)
+                kv, bias = self._memory_state(memory, memory_mask)
+                # laid out once per search as the steps' matmuls read them (keys transposed)
+                state["memory"] = ([(k.transpose(-1, -2).contiguous(), v.contiguous())
+                                    for k, v in kv], bias)
             level = prefix.shape[2]
             in_sequence = level > 0 and parent is not None and state["length"] == level
             if in_sequence:
