@@ -23,6 +23,7 @@ from torch import nn
 from .attention import SimilarityEncoder, bucketize_similarity
 from .beam_search import PrefixIndex, StepFn, constrained_beam_search
 from .cpu_linear import InferenceLinear, linear
+from .batched_steps import batched_step_fn
 from .length_groups import encode_in_length_groups
 
 
@@ -125,9 +126,9 @@ class _DecoderLayer(nn.Module):
         """One new token per beam (the batched search's path, same maths as ``forward``).
         x [c, W, d]; past: per earlier position its (k, v) [c, W, d], or [c, 1, d] when all
         beams share it (BOS), so shared positions are never copied per beam;
-        mem_kt [c, H, dh, T] and mem_v [c, H, T, dh], contiguous (as ``forward``'s matmuls
-        would copy them on every call); mem_bias [c, 1, 1, T]. Returns x [c, W, d] and (k, v)
-        [c, W, d]."""
+        mem_kt [c, H, dh, T] and mem_v [c, H, T, dh], contiguous (laid out once, so that
+        torch.matmul need not copy strided ones per call); mem_bias [c, 1, 1, T].
+        Returns x [c, W, d] and (k, v) [c, W, d]."""
         users, width, d_model = x.shape
         heads, d_head = self.n_heads, self.d_head
         q, k, v = self.self_qkv(self.norms[0](x)).chunk(3, dim=-1)       # [c, W, d] each
@@ -251,8 +252,13 @@ class SemanticIDGenerator(nn.Module):
             buckets = bucketize_similarity(hist_zq, self.n_buckets, self.similarity_parts)
         return self.encoder(x, buckets, ~hist_mask.bool())
 
-    def _memory_state(self, memory: torch.Tensor, memory_mask: torch.Tensor):
+    def _memory_state(self, memory: torch.Tensor, memory_mask: torch.Tensor,
+                      transposed: bool = False):
+        """Per decoder layer the cross-attention (keys, values) [B, H, T, dh], or with
+        ``transposed`` (keys [B, H, dh, T], values) both contiguous; mask bias [B, 1, 1, T]."""
         kv = [layer.memory_kv(memory) for layer in self.decoder_layers]
+        if transposed:
+            kv = [(k.transpose(-1, -2).contiguous(), v.contiguous()) for k, v in kv]
         bias = torch.zeros(memory_mask.shape, dtype=memory.dtype, device=memory.device)
         bias = bias.masked_fill(~memory_mask.bool(), torch.finfo(memory.dtype).min)
         return kv, bias[:, None, None, :]                                  # [B, 1, 1, T]
@@ -346,93 +352,10 @@ class SemanticIDGenerator(nn.Module):
 
     def make_batched_step_fn(self, memory: torch.Tensor, memory_mask: torch.Tensor,
                              rows_per_chunk: int = DECODE_ROWS_CPU) -> StepFn:
-        """The step function of :meth:`generate`: the same log-probs as :meth:`make_step_fn`
-        (up to float rounding), shaped for a batch of many users times W beams:
-        users go through the decoder (and head) in chunks of ~``rows_per_chunk`` beams, which
-        bounds a step's [rows, d_ff] activations; the KV cache is kept per position, BOS once
-        per user ([B, 1, d], never copied per beam), later positions gathered by ``parent``
-        chunk by chunk (no growing cache re-concatenated each step, none kept after the last
-        level); only the newest token is embedded. Called out of sequence, it rebuilds the
-        cache from the prefix. At the last level it also takes ``users`` (batch rows) and may
-        be called again, which the search's pruned last level needs. ``generate`` already
-        hands it chunks of users that fit ``rows_per_chunk`` (see ``DECODE_ROWS_CPU``); 512-row
-        chunks were up to 3x slower on 2 threads of a busy machine (each op is a thread
-        barrier).
-        """
-        n_layers = len(self.decoder_layers)
-        # cache[layer][position] = (k, v) [B, W or 1, d], aligned with the current beams;
-        # memory: the cross-attention keys/values and mask bias, projected at the first step
-        # (so that a wrapped step function's time includes them)
-        state: dict = {"cache": None, "length": -1, "memory": None}
-
-        def run(tokens: torch.Tensor, cache: list, parent: torch.Tensor | None,
-                level: int | None, users: torch.Tensor | None = None) -> torch.Tensor | None:
-            """Decode one position for every beam (tokens [B', W, d] of the batch rows
-            ``users``, default all); appends its k/v to ``cache`` (first reordering it by
-            ``parent``) unless ``level`` is the last; log-probs [B', W, S, N] at ``level``."""
-            width = tokens.shape[1]
-            chunk = max(1, rows_per_chunk // width)
-            kv, bias = state["memory"]
-            new_cache = [[[] for _ in range(len(cache[i]) + 1)] for i in range(n_layers)]
-            out = []
-            for lo in range(0, tokens.shape[0], chunk):
-                sl = slice(lo, lo + chunk)
-                rows = sl if users is None else users[sl]        # rows of memory and cache
-                x = self.input_dropout(tokens[sl])                          # [c, W, d]
-                for i, layer in enumerate(self.decoder_layers):
-                    past = []
-                    for pos, (k, v) in enumerate(cache[i]):
-                        k, v = k[rows], v[rows]
-                        if parent is not None and k.shape[1] > 1:
-                            index = parent[sl, :, None].expand(-1, -1, k.shape[2])
-                            k, v = k.gather(1, index), v.gather(1, index)
-                        past.append((k, v))
-                        new_cache[i][pos].append((k, v))
-                    x, fresh = layer.step(x, past, kv[i][0][rows], kv[i][1][rows], bias[rows])
-                    new_cache[i][-1].append(fresh)
-                if level is not None:
-                    hidden = self.decoder_norm(x).view(-1, self.d_model)         # [c*W, d]
-                    logits = linear(hidden, self.head_weight[level], self.head_bias[level],
-                                    self.onednn)                                # [c*W, S*N]
-                    out.append(torch.log_softmax(logits.view(x.shape[0], width, self.n_signals,
-                                                             self.codebook_size), dim=-1))
-            for i in range(n_layers if level != self.n_levels - 1 else 0):  # none after the last
-                cache[i] = [tuple(torch.cat(parts, 0) if len(parts) > 1 else parts[0]
-                                  for parts in zip(*chunks)) for chunks in new_cache[i]]
-            if level is None:
-                return None
-            return torch.cat(out, 0) if len(out) > 1 else out[0]
-
-        def step(prefix: torch.Tensor, parent: torch.Tensor | None,
-                 users: torch.Tensor | None = None) -> torch.Tensor:
-            if state["memory"] is None:
-                kv, bias = self._memory_state(memory, memory_mask)
-                # laid out once per search as the steps' matmuls read them (keys transposed)
-                state["memory"] = ([(k.transpose(-1, -2).contiguous(), v.contiguous())
-                                    for k, v in kv], bias)
-            level = prefix.shape[2]
-            in_sequence = level > 0 and parent is not None and state["length"] == level
-            if in_sequence:
-                cache = state["cache"]
-                tokens = (self.code_embedding(prefix[:, :, -1] + self.code_offsets[level - 1])
-                          .sum(-2) + self.level_embedding.weight[level])         # [B, W, d]
-            elif users is not None:
-                raise ValueError("a step for a subset of users (users=...) must follow the "
-                                 "previous level's step: it decodes from the cached prefix")
-            else:                                   # first step, or rebuild from the prefix
-                cache, parent = [[] for _ in range(n_layers)], None
-                tokens = self._decoder_tokens(prefix)                           # [B, W, l+1, d]
-                for pos in range(level):
-                    run(tokens[:, :, pos], cache, None, None)
-                tokens = tokens[:, :, level]
-            log_probs = run(tokens, cache, parent, level, users)
-            # Positions cached: the last level adds none, so it may be called again (for
-            # other users or beams: the search's pruned last level).
-            state["cache"] = cache
-            state["length"] = level + 1 if level < self.n_levels - 1 else level
-            return log_probs
-
-        return step
+        """The step function of :meth:`generate` for a batch of many users times W beams
+        (``batched_steps.batched_step_fn``): the log-probs of :meth:`make_step_fn` up to
+        float rounding."""
+        return batched_step_fn(self, memory, memory_mask, rows_per_chunk)
 
     def _check_index(self, index: PrefixIndex) -> None:
         if (index.n_levels, index.n_signals) != (self.n_levels, self.n_signals):
