@@ -68,19 +68,31 @@ def load_codes(path: str) -> torch.Tensor:
     return torch.from_numpy(codes.astype(np.int64))
 
 
-def trained_run(result: str, n_users: int):
-    """A finished run's generator, prefix index and its first ``n_users`` test users' real
-    histories (what evaluation decodes), from its results JSON (``results/<dataset>/*.json``):
-    -> (generator, index, (hist_codes, mask, zq), label)."""
+def load_trained_run(result: str, trainer: bool = False):
+    """A finished run rebuilt from its results JSON (``results/<dataset>/*.json``) with its
+    checkpoint loaded weights-only, in eval mode -> ``quick_start.RunParts``. Refuses a run
+    whose stage-1 IDs are no longer cached: rebuilding would train new IDs that the
+    checkpoint was never trained on (their hash is the config's, so nothing else would tell)."""
     from recbole_bbqrec.checkpoints import load_model_weights
     from recbole_bbqrec.quick_start import build_run
     from recbole_bbqrec.recommend import read_result_run
 
     config, checkpoint = read_result_run(result)
-    parts = build_run(config, split=True, trainer=False)     # stage-1 IDs come from its cache
-    model = parts.model
-    load_model_weights(model, checkpoint, "cpu")
-    model.eval()
+    parts = build_run(config, split=True, trainer=trainer)   # stage-1 IDs come from its cache
+    if parts.stage1 is not None and not parts.stage1.get("reused", True):
+        raise ValueError(f"{result}: its stage-1 IDs were not in the cache, so they were just "
+                         f"trained anew and do not match its checkpoint; rerun the run itself")
+    load_model_weights(parts.model, checkpoint, "cpu")
+    parts.model.eval()
+    return parts, checkpoint
+
+
+def trained_run(result: str, n_users: int):
+    """A finished run's generator, prefix index and its first ``n_users`` test users' real
+    histories (what evaluation decodes), from its results JSON (``results/<dataset>/*.json``):
+    -> (generator, index, (hist_codes, mask, zq), label)."""
+    parts, checkpoint = load_trained_run(result)
+    config, model = parts.config, parts.model
     if not hasattr(model, "generator"):
         raise ValueError(f"{result} is a {config['model']} run: the bench needs a generative "
                          f"model (BBQRec or TIGER)")

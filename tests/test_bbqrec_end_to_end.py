@@ -167,22 +167,31 @@ def test_tiger_runs_on_the_same_generator(ml100k_root, tmp_path, capsys):
 
 def test_eval_pass_bench_reproduces_the_recorded_metrics(bbqrec_record, tmp_path, capsys):
     """bench/eval_pass.py rebuilds the run, evaluates its checkpoint as the run did, and finds
-    the metrics the run recorded; a record whose metrics differ gets "no"."""
+    the metrics the run recorded; a record whose metrics differ gets "no" and status 1."""
     import json
+
+    import torch
 
     from bench.eval_pass import main as eval_main
 
-    eval_main(["--result", bbqrec_record["result_file"], "--threads", "1"])
+    threads = torch.get_num_threads()                     # what the fixture's run used
+    eval_main(["--result", bbqrec_record["result_file"], "--threads", str(threads)])
     out = capsys.readouterr().out
     assert "eval pass 1:" in out and "for 943 test users" in out
     assert out.strip().endswith("(ndcg@10, ndcg@5, recall@10, recall@5): yes"), out
+    assert torch.get_num_threads() == threads
     with open(bbqrec_record["result_file"], encoding="utf-8") as f:
         record = json.load(f)
     record["test"]["recall@10"] += 0.01
     other = tmp_path / "changed.json"
     other.write_text(json.dumps(record), encoding="utf-8")
-    eval_main(["--result", str(other), "--threads", "1"])
-    assert capsys.readouterr().out.strip().endswith(": no")
+    with pytest.raises(SystemExit) as failed:
+        eval_main(["--result", str(other), "--threads", str(threads)])
+    assert failed.value.code == 1 and capsys.readouterr().out.strip().endswith(": no")
+    del record["test"]
+    other.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(ValueError, match="no test metrics"):
+        eval_main(["--result", str(other)])
 
 
 def _built_model(ml100k_root, tmp_path):
