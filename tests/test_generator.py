@@ -243,7 +243,6 @@ def test_batched_step_fn_matches_plain_step_fn(catalogue):
                                    atol=1e-5, rtol=1e-5)
 
 
-
 @pytest.mark.parametrize("use_similarity", [True, False])
 def test_inference_encoder_computes_only_each_length_groups_real_positions(
         catalogue, monkeypatch, use_similarity):

@@ -48,20 +48,20 @@ def test_encode_in_length_groups_runs_each_group_at_its_width_and_zeros_the_rest
             * hist_mask[..., None]
     full = rows(codes, mask, zq)
     calls.clear()
-    out = encode_in_length_groups(rows, codes, mask, zq, 4, torch.float32, group_users=3)
+    out = encode_in_length_groups(rows, codes, mask, zq, group_users=3)
     assert calls == [(3, 3), (4, 6)]
     assert torch.equal(out, full)       # zeros where the stand-in masks, and at cut positions
     calls.clear()
-    out = encode_in_length_groups(rows, codes, mask, None, 4, torch.float32, group_users=2)
+    out = encode_in_length_groups(rows, codes, mask, None, group_users=2)
     assert calls == [(2, 2), (2, 4), (3, 6)]
     assert torch.equal(out, rows(codes, mask, None))
     # nothing to cut (every history full): one call on the batch as given
     calls.clear()
-    encode_in_length_groups(rows, codes, torch.ones(7, 6, dtype=torch.bool), zq, 4,
-                            torch.float32, group_users=2)
+    encode_in_length_groups(rows, codes, torch.ones(7, 6, dtype=torch.bool), zq,
+                            group_users=2)
     assert calls == [(7, 6)]
     # the default group size is read when called (generator tests patch it)
     calls.clear()
     monkeypatch.setattr(length_groups, "ENCODE_GROUP_USERS", 1)
-    encode_in_length_groups(rows, codes, mask, zq, 4, torch.float32)
+    encode_in_length_groups(rows, codes, mask, zq)
     assert calls == [(1, 1), (1, 2), (1, 3), (1, 4), (3, 6)]

@@ -4,10 +4,10 @@
 returns the same log-probs as the generator's plain cached step function (``make_step_fn``,
 which the reference search calls), up to float rounding, shaped for a batch of users:
 users go through the decoder (and head) in chunks of ~``rows_per_chunk`` beams, which bounds
-a step's [rows, d_ff] activations; the KV cache
-is kept per position, BOS once per user ([B, 1, d], never copied per beam), later positions
-gathered by ``parent`` chunk by chunk (no growing cache re-concatenated each step, none kept
-after the last level); only the newest token is embedded.
+a step's [rows, d_ff] activations; the KV cache is kept per position, BOS once per user
+([B, 1, d], never copied per beam), later positions gathered by ``parent`` chunk by chunk (no
+growing cache re-concatenated each step, none kept after the last level); only the newest
+token is embedded.
 """
 from __future__ import annotations
 

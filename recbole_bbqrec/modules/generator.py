@@ -22,8 +22,8 @@ from torch import nn
 
 from .attention import SimilarityEncoder, bucketize_similarity
 from .beam_search import PrefixIndex, StepFn, constrained_beam_search
-from .cpu_linear import InferenceLinear, linear
 from .batched_steps import batched_step_fn
+from .cpu_linear import InferenceLinear, linear
 from .length_groups import encode_in_length_groups
 
 
@@ -238,8 +238,7 @@ class SemanticIDGenerator(nn.Module):
         if torch.is_grad_enabled():
             return self._encode_rows(hist_codes, hist_mask, hist_zq)
         # Inference: only each user's real positions (``length_groups``).
-        return encode_in_length_groups(self._encode_rows, hist_codes, hist_mask, hist_zq,
-                                       self.d_model, self.code_embedding.weight.dtype)
+        return encode_in_length_groups(self._encode_rows, hist_codes, hist_mask, hist_zq)
 
     def _encode_rows(self, hist_codes: torch.Tensor, hist_mask: torch.Tensor,
                      hist_zq: torch.Tensor | None) -> torch.Tensor:

@@ -55,12 +55,11 @@ def history_groups(mask: torch.Tensor, group_users: int) -> list[tuple[torch.Ten
 
 def encode_in_length_groups(encode_rows: EncodeRows, hist_codes: torch.Tensor,
                             hist_mask: torch.Tensor, hist_zq: torch.Tensor | None,
-                            d_model: int, dtype: torch.dtype,
                             group_users: int | None = None) -> torch.Tensor:
-    """``encode_rows(hist_codes, hist_mask, hist_zq)`` -> memory [B, T, d_model], run per
-    length group on the positions up to the group's width (hist_codes [B, T, ...], hist_mask
-    [B, T], hist_zq [B, T, Dz] or None). Positions past a user's group width are 0 (every
-    reader masks them). One call on the whole batch where nothing would be cut, or on a GPU.
+    """``encode_rows(hist_codes, hist_mask, hist_zq)`` -> memory [B, T, d], run per length
+    group on the positions up to the group's width (hist_codes [B, T, ...], hist_mask [B, T],
+    hist_zq [B, T, Dz] or None). Positions past a user's group width are 0 (every reader
+    masks them). One call on the whole batch where nothing would be cut, or on a GPU.
     ``group_users`` defaults to ENCODE_GROUP_USERS."""
     bsz, seq = hist_mask.shape
     if hist_mask.device.type == "cuda":
@@ -68,8 +67,11 @@ def encode_in_length_groups(encode_rows: EncodeRows, hist_codes: torch.Tensor,
     groups = history_groups(hist_mask, group_users or ENCODE_GROUP_USERS)
     if groups[0][1] == seq:                      # the narrowest group is full width
         return encode_rows(hist_codes, hist_mask, hist_zq)
-    memory = torch.zeros(bsz, seq, d_model, dtype=dtype, device=hist_mask.device)
+    memory = None
     for users, width in groups:
-        memory[users, :width] = encode_rows(hist_codes[users, :width], hist_mask[users, :width],
-                                            None if hist_zq is None else hist_zq[users, :width])
+        out = encode_rows(hist_codes[users, :width], hist_mask[users, :width],
+                          None if hist_zq is None else hist_zq[users, :width])  # [g, w, d]
+        if memory is None:                       # d and dtype as the encoder gives them
+            memory = out.new_zeros(bsz, seq, out.shape[-1])
+        memory[users, :width] = out
     return memory
