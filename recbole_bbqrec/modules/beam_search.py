@@ -10,8 +10,9 @@ score is the sum of its S log-probabilities, a beam's score the sum over its ste
                   so a step function with a KV cache can reorder it (stateless ones ignore it);
     log_probs:    FloatTensor [B, W, S, N], one distribution over N codes per signal.
 
-``constrained_beam_search`` does every step with tensor ops on a padded child table
-(no per-beam Python). ``bench/reference_beam_search.py`` holds the LETTER/TIGER way (a dict
+``constrained_beam_search`` does every step with tensor ops (no per-beam Python): at the
+root over its one shared child list, below it over flat lists of the beams' children
+(``level_candidates.py``). ``bench/reference_beam_search.py`` holds the LETTER/TIGER way (a dict
 trie and a per-beam callback) to benchmark and cross-check it: both add scores in the same
 order (``tuple_scores``, ``ranked_topk``), so on the same step function they agree bit for bit.
 
@@ -28,6 +29,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .level_candidates import (LevelCandidates, candidate_totals, level_candidates,
+                               ranked_candidates)
 from .prefix_index import PrefixIndex
 from .tuple_topk import rank_key, ranked_topk, root_topk, scan_topk, tuple_scores
 
@@ -65,27 +68,11 @@ def _check_log_probs(log_probs: torch.Tensor, shape: tuple[int, ...], max_code: 
                          f"uses code {max_code}")
 
 
-def _child_keys(log_probs: torch.Tensor, child_codes: torch.Tensor, child_valid: torch.Tensor,
-                scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of every child of every beam: log_probs [B, W, S, N], child_codes [B, W, C, S],
-    child_valid [B, W, C] (padding and dead beams False), scores [B, W] -> (key, total)
-    [B, W, C]; ``key`` is what the beam cut ranks: -inf for padding, and a valid child whose
-    model log-prob is -inf still outranks padding (it gets the dtype's minimum)."""
-    bsz, width, n_children, n_signals = child_codes.shape
-    flat = log_probs.reshape(bsz * width, n_signals * log_probs.shape[3])
-    offsets = torch.arange(n_signals, device=flat.device) * log_probs.shape[3]
-    picked = flat.gather(1, (child_codes + offsets).view(bsz * width, -1))
-    picked = picked.view(bsz, width, n_children, n_signals)
-    total = scores[:, :, None] + tuple_scores([picked[..., s] for s in range(n_signals)])
-    return rank_key(total, child_valid), total
-
-
 def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Tensor,
-                       scores: torch.Tensor, child_codes: torch.Tensor,
-                       child_valid: torch.Tensor, topk: int, max_code: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last level's (key, total) [B, W, C] for the beams that can still reach the top
-    ``topk``; -inf for the rest, which are never sent through the model.
+                       scores: torch.Tensor, cands: LevelCandidates, topk: int,
+                       max_code: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last level's (key, total) [M] for the candidates of the beams that can still
+    reach the top ``topk``; -inf for the rest, whose beams are never sent through the model.
 
     Log-probs are <= 0, so no child of a beam scores above the beam (float addition of a
     non-positive number never rounds up), and beams arrive sorted by score.  Round 1 scores
@@ -95,28 +82,26 @@ def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Te
     scored one, so it loses even a tie (ties rank by position): the top ``topk`` are exactly
     those of the full level.  On a trained model most users need round 1 only (Beauty:
     ~11 of 50 beams at topk 10); a flat (untrained) model needs every beam."""
-    bsz, width, n_children, _ = child_codes.shape
-    key = torch.full(child_codes.shape[:3], float("-inf"), dtype=scores.dtype,
-                     device=scores.device)
+    bsz, width = scores.shape
+    key = scores.new_full(cands.beam.shape, float("-inf"))                   # [M]
     total = torch.full_like(key, float("-inf"))
     # A beam's best possible key (its children's totals never exceed its score); dead: -inf.
-    bound = rank_key(scores, child_valid.any(2))                          # [B, W]
+    bound = rank_key(scores, cands.per_beam > 0)                             # [B, W]
+    flat_scores = scores.flatten()
 
     def score(users: torch.Tensor | None, lo: int, hi: int) -> None:
         rows = slice(None) if users is None else users
         log_probs = step_fn(prefix[rows, lo:hi], parent[rows, lo:hi], users)
         n_users = bsz if users is None else users.numel()
-        _check_log_probs(log_probs, (n_users, hi - lo, child_codes.shape[3]), max_code)
-        part = _child_keys(log_probs, child_codes[rows, lo:hi], child_valid[rows, lo:hi],
-                           scores[rows, lo:hi])
-        if users is None:
-            key[:, lo:hi], total[:, lo:hi] = part
-        else:
-            key[users, lo:hi], total[users, lo:hi] = part
+        _check_log_probs(log_probs, (n_users, hi - lo, cands.codes.shape[1]), max_code)
+        which, row = cands.rows_of(lo, hi, users)
+        part = candidate_totals(log_probs.flatten(0, 1), row, cands.codes[which],
+                                flat_scores[cands.beam[which]])
+        total[which], key[which] = part, rank_key(part)
 
     first = min(width, math.ceil(FIRST_ROUND * topk))
     score(None, 0, first)
-    floor = key[:, :first].reshape(bsz, -1).topk(topk, dim=1).values[:, -1]   # [B]
+    floor = ranked_candidates(key, cands, topk)[0][:, -1]                    # [B]
     need = (bound[:, first:] > floor[:, None]).sum(1)  # beams are sorted: a run from `first`
     users = need.nonzero().flatten()
     if users.numel():
@@ -188,27 +173,28 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
             prefix = torch.cat([prefix.expand(-1, keep, -1, -1),
                                 table_codes[0][flat_pick][:, :, None]], dim=2)
             continue
-        child_codes = table_codes[nodes]                                  # [B, W, C, S]
-        child_valid = index.child_valid[level][nodes] & alive[:, :, None]  # [B, W, C]
+        # Below the root: every (beam, child) pair as a flat list, no padded [B, W, C] table
+        child_first, child_count, child_codes, child_next = index.child_lists[level]
+        cands = level_candidates(nodes, alive, child_first, child_count, child_codes)
         keep = min(beam_size, width * n_children)
         if (prune and topk is not None and topk < keep and level == index.n_levels - 1
                 and math.ceil(FIRST_ROUND * topk) <= width // 2):
-            key, total = _pruned_last_level(step_fn, prefix, parent, scores, child_codes,
-                                            child_valid, topk, max_code)
+            key, total = _pruned_last_level(step_fn, prefix, parent, scores, cands, topk,
+                                            max_code)
             keep = topk                   # the top topk of a ranking are its first topk
         else:
             log_probs = step_fn(prefix, parent)                           # [B, W, S, N]
             _check_log_probs(log_probs, (bsz, width, n_signals), max_code)
-            key, total = _child_keys(log_probs, child_codes, child_valid, scores)
-        top_key, flat_pick = ranked_topk(key.view(bsz, -1), keep)         # [B, W'] sorted
+            total = candidate_totals(log_probs.flatten(0, 1), cands.beam, cands.codes,
+                                     scores.flatten()[cands.beam])        # [M]
+            key = rank_key(total)
+        top_key, pick = ranked_candidates(key, cands, keep)               # [B, W'] sorted
         alive = top_key > float("-inf")
-        parent = flat_pick // n_children
-        scores = total.view(bsz, -1).gather(1, flat_pick).masked_fill(~alive, float("-inf"))
-        # next nodes of the kept children only (not a [B, W, C] table of all of them)
-        nodes = table_next[nodes.gather(1, parent), flat_pick % n_children].masked_fill(~alive, 0)
-        picked_codes = child_codes.reshape(bsz, -1, n_signals).gather(
-            1, flat_pick[:, :, None].expand(-1, -1, n_signals))           # [B, W', S]
+        beam = cands.beam[pick]                                           # [B, W'] b*W + w
+        parent = (beam - torch.arange(bsz, device=device)[:, None] * width).masked_fill(~alive, 0)
+        scores = total[pick].masked_fill(~alive, float("-inf"))
+        nodes = child_next[cands.child[pick]].masked_fill(~alive, 0)
         prefix = torch.cat([prefix.gather(1, parent[:, :, None, None].expand(
-            -1, -1, level, n_signals)), picked_codes[:, :, None]], dim=2)
+            -1, -1, level, n_signals)), cands.codes[pick][:, :, None]], dim=2)
     items = nodes.masked_fill(~alive, -1)
     return pad_result(items, scores, beam_size, topk)

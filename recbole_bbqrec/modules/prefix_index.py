@@ -9,13 +9,14 @@ import torch
 
 @dataclass
 class PrefixIndex:
-    """Per-level padded child tables of the semantic-ID trie.
+    """Per-level child tables of the semantic-ID trie, padded and as flat lists.
 
     Level l has one node per distinct length-l prefix (level 0: the root).  For node n:
     child_codes[l][n, c] is the S-tuple of child c, child_next[l][n, c] its node id at
     level l+1 (at the last level: the item id), child_valid[l][n, c] masks padding.
-    Padded tables beat CSR here: every step is then one gather with a fixed width, and
-    the widths stay small below the root (a few children per node for S=3).
+    The padded tables are as wide as the level's busiest node (Beauty's S=3 IDs: 61 and
+    31 below the root, against 1.4 and 1.04 children on average), so the search reads the
+    levels below the root from ``child_lists``, the same children without the padding.
     """
 
     item_codes: torch.Tensor            # [n_items, L, S]
@@ -38,6 +39,19 @@ class PrefixIndex:
     @cached_property
     def max_code(self) -> int:
         return int(self.item_codes.max())
+
+    @cached_property
+    def child_lists(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                        torch.Tensor]]:
+        """Per level the children as flat lists: (first [n_nodes_l], count [n_nodes_l],
+        codes [n_children_l, S], next [n_children_l]); node n's children are entries
+        first[n] .. first[n] + count[n] - 1, in the padded tables' order (valid slots are
+        the leading ones)."""
+        lists = []
+        for codes, nxt, valid in zip(self.child_codes, self.child_next, self.child_valid):
+            count = valid.sum(1)
+            lists.append((count.cumsum(0) - count, count, codes[valid], nxt[valid]))
+        return lists
 
     @cached_property
     def root_keys(self) -> torch.Tensor | None:
