@@ -1,10 +1,10 @@
-"""A level's candidates as flat lists: the padded child table's entries in its order, scored
-and ranked as the padded [B, W*C] layout ranks them (ties included)."""
+"""A level's candidates as flat lists and as the padded table: the same children, scores,
+picks and tie order, whichever layout the search takes."""
 import pytest
 import torch
 
-from recbole_bbqrec.modules.level_candidates import (candidate_totals, level_candidates,
-                                                     ranked_candidates)
+from recbole_bbqrec.modules import level_candidates as lc
+from recbole_bbqrec.modules.level_candidates import FlatChildren, PaddedChildren
 from recbole_bbqrec.modules.prefix_index import PrefixIndex
 from recbole_bbqrec.modules.tuple_topk import rank_key, ranked_topk, tuple_scores
 from tests.test_beam_search import random_codes
@@ -13,79 +13,96 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def beams_at(index, level, bsz, width, seed):
-    """Random beams at ``level``: node ids [B, W] (repeats allowed) and ~20% dead beams."""
+    """Random beams at ``level``: node ids [B, W] (repeats allowed), ~20% dead, scores
+    sorted per user."""
     gen = torch.Generator().manual_seed(seed)
     nodes = torch.randint(index.child_codes[level].shape[0], (bsz, width), generator=gen)
     alive = torch.rand(bsz, width, generator=gen) > 0.2
     alive[:, 0] = True
-    return nodes, alive
+    scores = -torch.rand(bsz, width, generator=gen).sort(1, descending=True).values
+    return nodes, alive, scores.masked_fill(~alive, float("-inf"))
 
 
-def padded_keys(index, level, nodes, alive, log_probs, scores):
-    """What the padded tables give: (key, total) [B, W*C], -inf key for padding and dead
-    beams, each child's total = beam score + its tuple's log-probs added left to right."""
+def expected_keys(index, level, nodes, alive, log_probs, scores):
+    """Written out on the padded table: (key, total) [B, W*C], -inf key for padding and dead
+    beams, a child's total = beam score + its tuple's log-probs added left to right."""
     codes = index.child_codes[level][nodes]                                # [B, W, C, S]
     valid = index.child_valid[level][nodes] & alive[:, :, None]
     picked = [log_probs[:, :, s].gather(2, codes[..., s]) for s in range(codes.shape[3])]
     total = scores[:, :, None] + tuple_scores(picked)
-    return (rank_key(total, valid).flatten(1), total.flatten(1), codes.flatten(1, 2),
-            valid.flatten(1))
+    return rank_key(total, valid).flatten(1), total.flatten(1), codes.flatten(1, 2), valid
+
+
+def layouts(index, level, nodes, alive, scores):
+    return (FlatChildren(nodes, alive, scores, index.child_lists[level]),
+            PaddedChildren(nodes, alive, scores, index, level))
 
 
 @pytest.mark.parametrize("n_signals,quantum", [(1, None), (3, None), (2, 0.5)])
-def test_candidates_score_and_rank_as_the_padded_table(n_signals, quantum):
+def test_both_layouts_score_pick_and_take_as_the_padded_table(n_signals, quantum):
     codes = random_codes(150 if n_signals == 1 else 400, 3, n_signals, 6, seed=n_signals)
     index = PrefixIndex.from_codes(codes)
-    assert index.child_codes[1].shape[1] > 2         # padded: the busiest node is wide
-    bsz, width, level = 5, 7, 1
-    nodes, alive = beams_at(index, level, bsz, width, seed=1)
+    n_children = index.child_codes[1].shape[1]
+    assert n_children > 2                            # padded: the busiest node is wide
+    bsz, width, level, keep = 5, 7, 1, 6
+    nodes, alive, scores = beams_at(index, level, bsz, width, seed=1)
     gen = torch.Generator().manual_seed(2)
     log_probs = torch.log_softmax(torch.randn(bsz, width, n_signals, 6, generator=gen), -1)
-    if quantum is not None:                         # many exact ties across beams
+    if quantum is not None:                          # many exact ties across beams
         log_probs = (log_probs / quantum).round() * quantum
-    scores = -torch.rand(bsz, width, generator=gen).sort(1, descending=True).values
-
-    first, count, flat_codes, _ = index.child_lists[level]
-    cands = level_candidates(nodes, alive, first, count, flat_codes)
-    key_pad, total_pad, codes_pad, valid_pad = padded_keys(index, level, nodes, alive,
-                                                           log_probs, scores)
-    # the same children, in the padded table's order, padding and dead beams left out
+    want_key, want_total, want_codes, valid = expected_keys(index, level, nodes, alive,
+                                                            log_probs, scores)
+    top_want, pos_want = ranked_topk(want_key, keep)
+    flat = FlatChildren(nodes, alive, scores, index.child_lists[level])
+    # the flat lists hold the table's children in its order, padding and dead beams left out
     for b in range(bsz):
-        mine = slice(int(cands.user_first[b]), int(cands.user_first[b] + cands.user_count[b]))
-        assert torch.equal(cands.codes[mine], codes_pad[b][valid_pad[b]])
-    assert cands.beam.numel() == int(valid_pad.sum())
-
-    total = candidate_totals(log_probs.flatten(0, 1), cands.beam, cands.codes,
-                             scores.flatten()[cands.beam])
-    assert torch.equal(total, total_pad[valid_pad])          # bit for bit
-    keep = 6
-    top_key, pick = ranked_candidates(rank_key(total), cands, keep)
-    want_key, want_pos = ranked_topk(key_pad, keep)
-    assert torch.equal(top_key, want_key)
-    # the picked candidate is the padded table's picked child (same beam, same tuple)
-    assert torch.equal(cands.beam[pick] % width,
-                       want_pos // index.child_codes[level].shape[1])
-    assert torch.equal(cands.codes[pick], codes_pad.gather(
-        1, want_pos[:, :, None].expand(-1, -1, n_signals)))
+        mine = slice(int(flat.user_first[b]), int(flat.user_first[b] + flat.user_count[b]))
+        assert torch.equal(flat.codes[mine], want_codes[b][valid[b].flatten()])
+    for children in layouts(index, level, nodes, alive, scores):
+        assert torch.equal(children.per_beam, valid.sum(2))
+        children.score(log_probs)
+        top_key, pick = children.top(keep)
+        assert torch.equal(top_key, top_want)                            # bit for bit
+        parent, total, next_node, picked = children.take(pick)
+        assert torch.equal(parent, pos_want // n_children)
+        assert torch.equal(total, want_total.gather(1, pos_want))
+        assert torch.equal(picked, want_codes.gather(1, pos_want[:, :, None].expand(
+            -1, -1, n_signals)))
+        assert torch.equal(next_node, index.child_next[level][nodes.gather(1, parent),
+                                                            pos_want % n_children])
 
 
-def test_rows_of_maps_a_subset_of_users_and_beams_to_its_step_rows():
+def test_scoring_a_subset_of_users_and_beams_matches_scoring_them_all():
     codes = random_codes(300, 3, 2, 5, seed=4)
     index = PrefixIndex.from_codes(codes)
-    nodes, alive = beams_at(index, 2, 6, 9, seed=5)
-    cands = level_candidates(nodes, alive, *index.child_lists[2][:3])
+    nodes, alive, scores = beams_at(index, 2, 6, 9, seed=5)
+    log_probs = torch.log_softmax(torch.randn(6, 9, 2, 5, generator=torch.Generator()
+                                              .manual_seed(6)), -1)
     users, lo, hi = torch.tensor([4, 1]), 3, 7
-    which, row = cands.rows_of(lo, hi, users)
-    user, slot = cands.beam[which] // 9, cands.beam[which] % 9
-    assert set(user.tolist()) <= {1, 4} and bool(((slot >= lo) & (slot < hi)).all())
-    expected = [(u, w) for u in range(6) for w in range(lo, hi)
-                for _ in range(int(cands.per_beam[u, w])) if u in (1, 4)]
-    assert sorted(zip(user.tolist(), slot.tolist())) == sorted(expected)
-    position = torch.tensor([{4: 0, 1: 1}[u] for u in user.tolist()])
-    assert torch.equal(row, position * (hi - lo) + slot - lo)
-    which_all, row_all = cands.rows_of(0, 9)
-    assert torch.equal(which_all, torch.arange(cands.beam.numel()))
-    assert torch.equal(row_all, cands.beam)
+    for whole, part in zip(layouts(index, 2, nodes, alive, scores),
+                           layouts(index, 2, nodes, alive, scores)):
+        whole.score(log_probs)
+        part.score(log_probs[:, :3], 0, 3)                                 # round 1: all users
+        part.score(log_probs[users, lo:hi], lo, hi, users)                 # round 2: a subset
+        scored = torch.zeros(6, 9, dtype=torch.bool)
+        scored[:, :3] = True
+        scored[users, lo:hi] = True
+        key_whole, key_part = whole.key.flatten(), part.key.flatten()
+        if isinstance(whole, FlatChildren):
+            mask = scored.flatten()[whole.beam]
+        else:
+            mask = scored[:, :, None].expand_as(whole.key).flatten()
+        assert torch.equal(key_part[mask], key_whole[mask])
+        assert bool((key_part[~mask] == float("-inf")).all())              # never scored
+
+
+def test_the_layout_follows_how_full_the_padded_table_is(monkeypatch):
+    codes = random_codes(400, 3, 3, 6, seed=3)
+    index = PrefixIndex.from_codes(codes)
+    nodes, alive, scores = beams_at(index, 1, 4, 8, seed=8)
+    assert isinstance(lc.level_children(index, 1, nodes, alive, scores), FlatChildren)
+    monkeypatch.setattr(lc, "PADDED_MAX_FILL_RATIO", 1e9)
+    assert isinstance(lc.level_children(index, 1, nodes, alive, scores), PaddedChildren)
 
 
 def test_child_lists_hold_every_child_once():
@@ -106,6 +123,25 @@ def test_an_empty_batch_has_no_candidates():
     codes = random_codes(50, 2, 2, 4, seed=7)
     index = PrefixIndex.from_codes(codes)
     nodes = torch.zeros(0, 4, dtype=torch.long)
-    cands = level_candidates(nodes, nodes.bool(), *index.child_lists[1][:3])
-    top_key, pick = ranked_candidates(torch.empty(0), cands, 3)
-    assert cands.beam.numel() == 0 and top_key.shape == pick.shape == (0, 3)
+    for children in layouts(index, 1, nodes, nodes.bool(), torch.zeros(0, 4)):
+        children.score(torch.zeros(0, 4, 2, 4))
+        top_key, pick = children.top(3)
+        assert top_key.shape == pick.shape == (0, 3)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1e9])              # always flat lists / always padded
+@pytest.mark.parametrize("n_signals,bonus,quantum", [(3, 8.0, None), (1, 4.0, 0.5), (2, 0.0, None)])
+def test_the_search_gives_the_references_result_in_either_layout(monkeypatch, ratio, n_signals,
+                                                                 bonus, quantum):
+    from bench.reference_beam_search import reference_beam_search
+    from recbole_bbqrec.modules.beam_search import constrained_beam_search
+    from tests.test_beam_search import knowing, make_step_fn, scaled
+
+    monkeypatch.setattr(lc, "PADDED_MAX_FILL_RATIO", ratio)
+    codes = random_codes(150 if n_signals == 1 else 300, 3, n_signals, 6, seed=11)
+    index = PrefixIndex.from_codes(codes)
+    step = knowing(scaled(make_step_fn(8, 3, n_signals, 6, seed=12), 1.0, quantum), codes, bonus)
+    slow = reference_beam_search(step, codes, 8, 30, topk=10)
+    for prune in (False, True):
+        fast = constrained_beam_search(step, index, 8, 30, topk=10, prune=prune)
+        assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])

@@ -11,10 +11,11 @@ score is the sum of its S log-probabilities, a beam's score the sum over its ste
     log_probs:    FloatTensor [B, W, S, N], one distribution over N codes per signal.
 
 ``constrained_beam_search`` does every step with tensor ops (no per-beam Python): at the
-root over its one shared child list, below it over flat lists of the beams' children
-(``level_candidates.py``). ``bench/reference_beam_search.py`` holds the LETTER/TIGER way (a dict
-trie and a per-beam callback) to benchmark and cross-check it: both add scores in the same
-order (``tuple_scores``, ``ranked_topk``), so on the same step function they agree bit for bit.
+root over its one shared child list, below it over the beams' children as flat lists or
+as the padded table, whichever is cheaper for the level (``level_candidates.py``).
+``bench/reference_beam_search.py`` holds the LETTER/TIGER way (a dict trie and a per-beam
+callback) to benchmark and cross-check it: both add scores in the same order
+(``tuple_scores``, ``ranked_topk``), so on the same step function they agree bit for bit.
 
 When only the top ``topk`` < beam_size items are wanted (evaluation ranks 10 from 50 beams),
 the last level need not score every beam: no child outscores its beam, so a beam below the
@@ -29,8 +30,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .level_candidates import (LevelCandidates, candidate_totals, level_candidates,
-                               ranked_candidates)
+from .level_candidates import FlatChildren, PaddedChildren, level_children
 from .prefix_index import PrefixIndex
 from .tuple_topk import rank_key, ranked_topk, root_topk, scan_topk, tuple_scores
 
@@ -69,10 +69,10 @@ def _check_log_probs(log_probs: torch.Tensor, shape: tuple[int, ...], max_code: 
 
 
 def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Tensor,
-                       scores: torch.Tensor, cands: LevelCandidates, topk: int,
-                       max_code: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last level's (key, total) [M] for the candidates of the beams that can still
-    reach the top ``topk``; -inf for the rest, whose beams are never sent through the model.
+                       scores: torch.Tensor, children: FlatChildren | PaddedChildren,
+                       topk: int, max_code: int) -> None:
+    """Scores the last level's candidates (``children``) of the beams that can still reach
+    the top ``topk``; the rest keep key -inf, and their beams are never sent through the model.
 
     Log-probs are <= 0, so no child of a beam scores above the beam (float addition of a
     non-positive number never rounds up), and beams arrive sorted by score.  Round 1 scores
@@ -83,30 +83,23 @@ def _pruned_last_level(step_fn: Callable, prefix: torch.Tensor, parent: torch.Te
     those of the full level.  On a trained model most users need round 1 only (Beauty:
     ~11 of 50 beams at topk 10); a flat (untrained) model needs every beam."""
     bsz, width = scores.shape
-    key = scores.new_full(cands.beam.shape, float("-inf"))                   # [M]
-    total = torch.full_like(key, float("-inf"))
     # A beam's best possible key (its children's totals never exceed its score); dead: -inf.
-    bound = rank_key(scores, cands.per_beam > 0)                             # [B, W]
-    flat_scores = scores.flatten()
+    bound = rank_key(scores, children.per_beam > 0)                          # [B, W]
 
     def score(users: torch.Tensor | None, lo: int, hi: int) -> None:
         rows = slice(None) if users is None else users
         log_probs = step_fn(prefix[rows, lo:hi], parent[rows, lo:hi], users)
         n_users = bsz if users is None else users.numel()
-        _check_log_probs(log_probs, (n_users, hi - lo, cands.codes.shape[1]), max_code)
-        which, row = cands.rows_of(lo, hi, users)
-        part = candidate_totals(log_probs.flatten(0, 1), row, cands.codes[which],
-                                flat_scores[cands.beam[which]])
-        total[which], key[which] = part, rank_key(part)
+        _check_log_probs(log_probs, (n_users, hi - lo, prefix.shape[3]), max_code)
+        children.score(log_probs, lo, hi, users)
 
     first = min(width, math.ceil(FIRST_ROUND * topk))
     score(None, 0, first)
-    floor = ranked_candidates(key, cands, topk)[0][:, -1]                    # [B]
+    floor = children.top(topk)[0][:, -1]                                     # [B]
     need = (bound[:, first:] > floor[:, None]).sum(1)  # beams are sorted: a run from `first`
     users = need.nonzero().flatten()
     if users.numel():
         score(users, first, first + int(need.max()))
-    return key, total
 
 
 # Round 1 of the pruned last level scores this many times topk beams per user: on trained
@@ -173,28 +166,24 @@ def constrained_beam_search(step_fn: StepFn, index: PrefixIndex, batch_size: int
             prefix = torch.cat([prefix.expand(-1, keep, -1, -1),
                                 table_codes[0][flat_pick][:, :, None]], dim=2)
             continue
-        # Below the root: every (beam, child) pair as a flat list, no padded [B, W, C] table
-        child_first, child_count, child_codes, child_next = index.child_lists[level]
-        cands = level_candidates(nodes, alive, child_first, child_count, child_codes)
+        # Below the root: every (beam, child) pair, in the cheaper layout for this level
+        children = level_children(index, level, nodes, alive, scores)
         keep = min(beam_size, width * n_children)
         if (prune and topk is not None and topk < keep and level == index.n_levels - 1
                 and math.ceil(FIRST_ROUND * topk) <= width // 2):
-            key, total = _pruned_last_level(step_fn, prefix, parent, scores, cands, topk,
-                                            max_code)
+            _pruned_last_level(step_fn, prefix, parent, scores, children, topk, max_code)
             keep = topk                   # the top topk of a ranking are its first topk
         else:
             log_probs = step_fn(prefix, parent)                           # [B, W, S, N]
             _check_log_probs(log_probs, (bsz, width, n_signals), max_code)
-            total = candidate_totals(log_probs.flatten(0, 1), cands.beam, cands.codes,
-                                     scores.flatten()[cands.beam])        # [M]
-            key = rank_key(total)
-        top_key, pick = ranked_candidates(key, cands, keep)               # [B, W'] sorted
+            children.score(log_probs)
+        top_key, pick = children.top(keep)                                # [B, W'] sorted
         alive = top_key > float("-inf")
-        beam = cands.beam[pick]                                           # [B, W'] b*W + w
-        parent = (beam - torch.arange(bsz, device=device)[:, None] * width).masked_fill(~alive, 0)
-        scores = total[pick].masked_fill(~alive, float("-inf"))
-        nodes = child_next[cands.child[pick]].masked_fill(~alive, 0)
+        parent, scores, nodes, picked_codes = children.take(pick)
+        parent = parent.masked_fill(~alive, 0)
+        scores = scores.masked_fill(~alive, float("-inf"))
+        nodes = nodes.masked_fill(~alive, 0)
         prefix = torch.cat([prefix.gather(1, parent[:, :, None, None].expand(
-            -1, -1, level, n_signals)), cands.codes[pick][:, :, None]], dim=2)
+            -1, -1, level, n_signals)), picked_codes[:, :, None]], dim=2)
     items = nodes.masked_fill(~alive, -1)
     return pad_result(items, scores, beam_size, topk)

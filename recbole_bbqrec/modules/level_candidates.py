@@ -1,95 +1,160 @@
-"""The candidates of one beam-search level below the root, as flat lists without padding.
+"""The candidates of one beam-search level below the root: every (beam, child) pair, scored
+and ranked in two layouts behind one interface.
 
-Below the root a trie node has few children (Beauty's S=3 IDs: 1.4 on average at level 1 and
-1.04 at level 2), but the padded child tables are as wide as the busiest node (61 and 31).
-Scoring and ranking a [B, W, C] table therefore touched 30-40x more entries than there are
-children. Here every (beam, child) pair of a level is one entry of flat [M] lists, ordered by
-user, then beam, then child: the padded [B, W*C] order with the padding left out. Ranking
-ties by position (``ranked_topk``) therefore picks the same candidates in the same order as
-the padded layout and the reference do.
+The padded child tables are as wide as a level's busiest node. Where most nodes have few
+children that is mostly padding: Beauty's S=3 IDs have 1.4 and 1.04 children on average
+below the root, padded to 61 and 31, so a [B, W, C] table holds ~25x more entries than there
+are candidates. ``FlatChildren`` then keeps every candidate as one entry of flat [M] lists,
+ordered by user, beam, child: the padded [B, W*C] order with the padding left out. Where
+the beams' nodes fill the table (the flat layout's second level: 44 of 77 on the beams it
+meets) the flat lists cost more per entry than they save, and ``PaddedChildren`` ranks the
+table itself. Both rank ties by that order (``ranked_topk``, by position), so they pick the
+same candidates in the same order as each other and as the reference.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from .prefix_index import PrefixIndex
 from .tuple_topk import rank_key, ranked_topk, tuple_scores
 
-
-@dataclass
-class LevelCandidates:
-    beam: torch.Tensor          # [M] flat beam index b * W + w of each candidate
-    child: torch.Tensor         # [M] index into the level's flat child list
-    codes: torch.Tensor         # [M, S] the child's tuple
-    per_beam: torch.Tensor      # [B, W] children of each beam (0 for a dead beam)
-    user_first: torch.Tensor    # [B] a user's first candidate
-    user_count: torch.Tensor    # [B] a user's candidates
-
-    @property
-    def width(self) -> int:
-        return int(self.per_beam.shape[1])
-
-    def rows_of(self, lo: int, hi: int, users: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The candidates of beams lo:hi of ``users`` (default all; LongTensor [U]) ->
-        (which [M'] candidate indices, row [M'] into a step's log-probs for those users and
-        beams, flattened [U * (hi - lo)])."""
-        bsz, width = self.per_beam.shape
-        user, slot = self.beam // width, self.beam % width
-        inside = (slot >= lo) & (slot < hi)
-        if users is None:
-            which = inside.nonzero().flatten()
-            return which, user[which] * (hi - lo) + slot[which] - lo
-        position = torch.full((bsz,), -1, dtype=torch.long, device=user.device)
-        position[users] = torch.arange(users.numel(), device=user.device)
-        which = (inside & (position[user] >= 0)).nonzero().flatten()
-        return which, position[user[which]] * (hi - lo) + slot[which] - lo
-
-
-def level_candidates(nodes: torch.Tensor, alive: torch.Tensor, child_first: torch.Tensor,
-                     child_count: torch.Tensor, child_codes: torch.Tensor) -> LevelCandidates:
-    """The children of the beams' trie nodes: nodes, alive [B, W]; the level's flat child
-    lists from ``PrefixIndex.child_lists`` (node n's children are child_first[n] onwards,
-    child_count[n] of them, tuples child_codes [n_children, S])."""
-    bsz, width = nodes.shape
-    device = nodes.device
-    per_beam = child_count[nodes].masked_fill(~alive, 0)                     # [B, W]
-    counts = per_beam.flatten()                                               # [B*W]
-    n_candidates = int(counts.sum())
-    beam = torch.repeat_interleave(torch.arange(bsz * width, device=device), counts,
-                                   output_size=n_candidates)                  # [M]
-    beam_first = counts.cumsum(0) - counts                                    # [B*W]
-    child = (child_first[nodes].flatten()[beam] + torch.arange(n_candidates, device=device)
-             - beam_first[beam])                                              # [M]
-    user_count = per_beam.sum(1)                                              # [B]
-    return LevelCandidates(beam, child, child_codes[child], per_beam,
-                           user_count.cumsum(0) - user_count, user_count)
+# The padded table is ranked as it is while it holds at most this many entries per candidate.
+# Search part of the trained flat model (9 levels, tables 1.6-12.7x their candidates), beam 50,
+# 1 thread, 256 Beauty test users: 0.203 ms per user at 2.5 and at 4, 0.212 at 8, 0.218 all
+# padded, 0.236 all flat lists. The trained tuple model (24-25x): 0.11 flat, 0.18 padded.
+PADDED_MAX_FILL_RATIO = 2.5
 
 
 def candidate_totals(log_probs: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
                      scores: torch.Tensor) -> torch.Tensor:
     """Beam score plus child tuple score: log_probs [R, S, N] (one row per beam scored),
-    rows [M'] the candidates' rows, codes [M', S], scores [M'] their beams' scores -> [M'].
-    The same additions, in the same order, as the padded tables' and the reference's."""
+    rows [...] the candidates' rows, codes [..., S], scores [...] their beams' scores ->
+    [...]. The same additions, in the same order, as the reference's."""
     n_signals, n_codes = log_probs.shape[1], log_probs.shape[2]
     flat = log_probs.reshape(-1)
     offsets = torch.arange(n_signals, device=codes.device) * n_codes
-    picked = flat[(rows * (n_signals * n_codes))[:, None] + offsets + codes]  # [M', S]
-    return scores + tuple_scores([picked[:, s] for s in range(n_signals)])
+    picked = flat[(rows * (n_signals * n_codes))[..., None] + offsets + codes]  # [..., S]
+    return scores + tuple_scores([picked[..., s] for s in range(n_signals)])
 
 
-def ranked_candidates(key: torch.Tensor, cands: LevelCandidates, keep: int
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each user's top ``keep`` candidates by ``key`` [M] (-inf: not a candidate), ties by
-    position -> (top key [B, keep] sorted, candidate index [B, keep]; where the key is -inf
-    the index is some valid candidate's, to be masked by the caller)."""
-    bsz = cands.user_count.shape[0]
-    width = max(int(cands.user_count.max()) if bsz else 0, keep)
-    user = cands.beam // cands.width
-    position = torch.arange(key.shape[0], device=key.device) - cands.user_first[user]
-    ranked = key.new_full((bsz, width), float("-inf"))                       # [B, M_user]
-    ranked[user, position] = key
-    top_key, pick = ranked_topk(ranked, keep)
-    return top_key, (cands.user_first[:, None] + pick).clamp_(max=max(key.shape[0] - 1, 0))
+class FlatChildren:
+    """The candidates as flat [M] lists (no padding)."""
 
+    def __init__(self, nodes: torch.Tensor, alive: torch.Tensor, scores: torch.Tensor,
+                 lists: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        """nodes, alive, scores [B, W]; ``lists`` the level's ``PrefixIndex.child_lists``
+        (node n's children are entries first[n] .. first[n] + count[n] - 1)."""
+        child_first, child_count, child_codes, self.child_next = lists
+        bsz, self.width = nodes.shape
+        device = nodes.device
+        self.per_beam = child_count[nodes].masked_fill(~alive, 0)                # [B, W]
+        counts = self.per_beam.flatten()                                          # [B*W]
+        n_candidates = int(counts.sum())
+        self.beam = torch.repeat_interleave(torch.arange(bsz * self.width, device=device),
+                                            counts, output_size=n_candidates)     # [M] b*W+w
+        beam_first = counts.cumsum(0) - counts
+        self.child = (child_first[nodes].flatten()[self.beam]
+                      + torch.arange(n_candidates, device=device) - beam_first[self.beam])
+        self.codes = child_codes[self.child]                                      # [M, S]
+        self.user_count = self.per_beam.sum(1)                                    # [B]
+        self.user_first = self.user_count.cumsum(0) - self.user_count
+        self.beam_scores = scores.flatten()[self.beam]                            # [M]
+        self.key = scores.new_full((n_candidates,), float("-inf"))  # -inf: not scored
+        self.total = torch.full_like(self.key, float("-inf"))
+
+    def score(self, log_probs: torch.Tensor, lo: int = 0, hi: int | None = None,
+              users: torch.Tensor | None = None) -> None:
+        """Scores the candidates of beams lo:hi of ``users`` (default all):
+        log_probs [U, hi - lo, S, N] from a step over those users and beams."""
+        hi = self.width if hi is None else hi
+        if users is None and (lo, hi) == (0, self.width):
+            self.total = candidate_totals(log_probs.flatten(0, 1), self.beam, self.codes,
+                                          self.beam_scores)
+            self.key = rank_key(self.total)
+            return
+        user, slot = self.beam // self.width, self.beam % self.width
+        inside = (slot >= lo) & (slot < hi)
+        position = user
+        if users is not None:
+            position = torch.full_like(self.user_count, -1)
+            position[users] = torch.arange(users.numel(), device=users.device)
+            position = position[user]
+            inside &= position >= 0
+        which = inside.nonzero().flatten()
+        row = position[which] * (hi - lo) + slot[which] - lo       # into log_probs' [U*(hi-lo)]
+        part = candidate_totals(log_probs.flatten(0, 1), row, self.codes[which],
+                                self.beam_scores[which])
+        self.total[which], self.key[which] = part, rank_key(part)
+
+    def top(self, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each user's top ``keep`` keys [B, keep], sorted, and the candidates holding them
+        (where the key is -inf: some valid candidate, to be masked)."""
+        bsz = self.user_count.shape[0]
+        width = max(int(self.user_count.max()) if bsz else 0, keep)
+        user = self.beam // self.width
+        position = torch.arange(self.key.shape[0], device=self.key.device) - self.user_first[user]
+        ranked = self.key.new_full((bsz, width), float("-inf"))                  # [B, M_user]
+        ranked[user, position] = self.key
+        top_key, pick = ranked_topk(ranked, keep)
+        return top_key, (self.user_first[:, None] + pick).clamp_(max=max(self.key.numel() - 1, 0))
+
+    def take(self, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                torch.Tensor]:
+        """The picked candidates [B, K] -> (parent beam [B, K], total [B, K], next node or
+        item [B, K], codes [B, K, S]); the caller masks dead picks."""
+        user = torch.arange(pick.shape[0], device=pick.device)[:, None]
+        parent = self.beam[pick] - user * self.width
+        return parent, self.total[pick], self.child_next[self.child[pick]], self.codes[pick]
+
+
+class PaddedChildren:
+    """The candidates as the padded [B, W, C] child table."""
+
+    def __init__(self, nodes: torch.Tensor, alive: torch.Tensor, scores: torch.Tensor,
+                 index: PrefixIndex, level: int) -> None:
+        self.nodes, self.scores = nodes, scores
+        self.child_next = index.child_next[level]
+        self.codes = index.child_codes[level][nodes]                             # [B, W, C, S]
+        self.valid = index.child_valid[level][nodes] & alive[:, :, None]         # [B, W, C]
+        self.per_beam = self.valid.sum(2)
+        self.key = torch.full(self.valid.shape, float("-inf"), dtype=scores.dtype,
+                              device=scores.device)
+        self.total = torch.full_like(self.key, float("-inf"))
+
+    def score(self, log_probs: torch.Tensor, lo: int = 0, hi: int | None = None,
+              users: torch.Tensor | None = None) -> None:
+        rows = slice(None) if users is None else users
+        hi = self.codes.shape[1] if hi is None else hi
+        codes, scores = self.codes[rows, lo:hi], self.scores[rows, lo:hi]
+        beam = torch.arange(codes.shape[0] * codes.shape[1], device=codes.device)
+        total = candidate_totals(log_probs.flatten(0, 1), beam.view(codes.shape[:2])[..., None],
+                                 codes, scores[..., None])                       # [U, n, C]
+        key = rank_key(total, self.valid[rows, lo:hi])
+        if users is None:
+            self.key[:, lo:hi], self.total[:, lo:hi] = key, total
+        else:
+            self.key[users, lo:hi], self.total[users, lo:hi] = key, total
+
+    def top(self, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return ranked_topk(self.key.flatten(1), keep)
+
+    def take(self, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                torch.Tensor]:
+        bsz, _, n_children, n_signals = self.codes.shape
+        parent = pick // n_children
+        nodes = self.child_next[self.nodes.gather(1, parent), pick % n_children]
+        codes = self.codes.reshape(bsz, -1, n_signals).gather(
+            1, pick[:, :, None].expand(-1, -1, n_signals))
+        return parent, self.total.flatten(1).gather(1, pick), nodes, codes
+
+
+def level_children(index: PrefixIndex, level: int, nodes: torch.Tensor, alive: torch.Tensor,
+                   scores: torch.Tensor) -> FlatChildren | PaddedChildren:
+    """The children of the beams' nodes (nodes, alive, scores [B, W]) at ``level`` > 0, in
+    the layout that is cheaper for how full the padded table would be."""
+    n_children = index.child_codes[level].shape[1]
+    lists = index.child_lists[level]
+    n_candidates = int(lists[1][nodes].masked_fill(~alive, 0).sum())
+    if nodes.numel() * n_children <= PADDED_MAX_FILL_RATIO * n_candidates:
+        return PaddedChildren(nodes, alive, scores, index, level)
+    return FlatChildren(nodes, alive, scores, lists)

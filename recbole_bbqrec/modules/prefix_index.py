@@ -15,8 +15,9 @@ class PrefixIndex:
     child_codes[l][n, c] is the S-tuple of child c, child_next[l][n, c] its node id at
     level l+1 (at the last level: the item id), child_valid[l][n, c] masks padding.
     The padded tables are as wide as the level's busiest node (Beauty's S=3 IDs: 61 and
-    31 below the root, against 1.4 and 1.04 children on average), so the search reads the
-    levels below the root from ``child_lists``, the same children without the padding.
+    31 below the root, against 1.4 and 1.04 children on average); where that padding
+    dominates, the search reads a level from ``child_lists``, the same children without
+    it (``level_candidates.py``).
     """
 
     item_codes: torch.Tensor            # [n_items, L, S]
