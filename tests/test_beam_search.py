@@ -2,13 +2,21 @@
 import pytest
 import torch
 
+from recbole_bbqrec.modules import level_candidates
 from recbole_bbqrec.modules import tuple_topk as tt
 from bench.reference_beam_search import reference_beam_search
 from recbole_bbqrec.modules.beam_search import PrefixIndex, constrained_beam_search
 
-
-
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
+
+
+@pytest.fixture(params=[None, 0.0, float("inf")], ids=["auto-layout", "flat", "padded"])
+def layout(request, monkeypatch):
+    """Levels below the root in the layout the search picks, or forced to flat lists
+    (no table is ever small enough) or to the padded table (every table is)."""
+    if request.param is not None:
+        monkeypatch.setattr(level_candidates, "PADDED_MAX_ENTRIES_PER_CANDIDATE", request.param)
+
 
 def random_codes(n_items, n_levels, n_signals, n_codes, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -116,6 +124,7 @@ def test_matches_exhaustive_search_when_beam_covers_catalogue(n_levels, n_signal
 @pytest.mark.parametrize("n_levels,n_signals,n_codes,n_items,beam", [
     (3, 3, 8, 400, 20), (3, 1, 16, 500, 10), (2, 2, 5, 20, 50), (4, 1, 4, 150, 7),
     (3, 3, 256, 2000, 50)])
+@pytest.mark.usefixtures("layout")
 def test_batched_equals_reference(n_levels, n_signals, n_codes, n_items, beam):
     codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=beam)
     step = make_step_fn(3, n_levels, n_signals, n_codes, seed=beam + 1)
@@ -146,6 +155,7 @@ def test_beam_smaller_than_topk_raises():
         reference_beam_search(step, codes, 1, 5, topk=10)
 
 
+@pytest.mark.usefixtures("layout")
 def test_catalogue_smaller_than_beam_is_padded():
     codes = random_codes(5, 2, 2, 3)
     step = make_step_fn(2, 2, 2, 3)
@@ -211,6 +221,7 @@ def test_root_with_infinite_log_probs_falls_back_to_scan():
 
 @pytest.mark.parametrize("n_levels,n_signals,n_codes,n_items,beam", [
     (3, 3, 4, 300, 20), (3, 1, 8, 300, 10), (2, 2, 6, 200, 12)])
+@pytest.mark.usefixtures("layout")
 def test_ties_break_alike_in_batched_and_reference(n_levels, n_signals, n_codes, n_items, beam):
     # Logits rounded to 0.5: many equal tuple scores, at the beam cut and inside it.
     codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=beam)
@@ -261,6 +272,7 @@ def knowing(step, codes, bonus):
     (2, 2, 6, 200, 40, 10, 6.0, None),
     (3, 2, 3, 30, 50, 10, 6.0, None),     # fewer items than beams: dead beams, -1 padding
 ])
+@pytest.mark.usefixtures("layout")
 def test_pruned_last_level_equals_the_full_search(n_levels, n_signals, n_codes, n_items, beam,
                                                   topk, bonus, quantum):
     codes = random_codes(n_items, n_levels, n_signals, n_codes, seed=beam)
@@ -279,6 +291,7 @@ def test_pruned_last_level_equals_the_full_search(n_levels, n_signals, n_codes, 
         assert sum(pruned_calls) < 0.6 * sum(full_calls)     # the knowing model skips beams
 
 
+@pytest.mark.usefixtures("layout")
 def test_pruned_last_level_with_infinite_log_probs():
     # -inf log-probs below the root: keys at the dtype's minimum must still beat padding
     # and the floor must not let a skipped beam's valid child drop out.
@@ -296,6 +309,7 @@ def test_pruned_last_level_with_infinite_log_probs():
     assert torch.equal(pruned[0], full[0]) and torch.equal(pruned[1], full[1])
 
 
+@pytest.mark.usefixtures("layout")
 def test_pruned_last_level_equals_the_full_search_on_random_small_cases():
     """A seeded sweep over shapes, peakedness, exact ties and -inf log-probs: an off-by-one
     floor (the (topk-1)-th key) or a skipped second round shows up in a few of these."""

@@ -34,8 +34,8 @@ def expected_keys(index, level, nodes, alive, log_probs, scores):
 
 
 def layouts(index, level, nodes, alive, scores):
-    return (FlatChildren(nodes, alive, scores, index.child_lists[level]),
-            PaddedChildren(nodes, alive, scores, index, level))
+    return tuple(lc.level_children(index, level, nodes, alive, scores, layout)
+                 for layout in ("flat", "padded"))
 
 
 @pytest.mark.parametrize("n_signals,quantum", [(1, None), (3, None), (2, 0.5)])
@@ -44,8 +44,13 @@ def test_both_layouts_score_pick_and_take_as_the_padded_table(n_signals, quantum
     index = PrefixIndex.from_codes(codes)
     n_children = index.child_codes[1].shape[1]
     assert n_children > 2                            # padded: the busiest node is wide
-    bsz, width, level, keep = 5, 7, 1, 6
+    bsz, width, level = 5, 7, 1
     nodes, alive, scores = beams_at(index, level, bsz, width, seed=1)
+    # user 4 keeps one beam, at a node with fewer than keep children: dead picks at its end
+    few = int(index.child_valid[level].sum(1).argmin())
+    keep = max(6, int(index.child_valid[level][few].sum()) + 1)
+    nodes[4, 0], alive[4, 1:] = few, False
+    scores[4, 1:] = float("-inf")
     gen = torch.Generator().manual_seed(2)
     log_probs = torch.log_softmax(torch.randn(bsz, width, n_signals, 6, generator=gen), -1)
     if quantum is not None:                          # many exact ties across beams
@@ -53,23 +58,26 @@ def test_both_layouts_score_pick_and_take_as_the_padded_table(n_signals, quantum
     want_key, want_total, want_codes, valid = expected_keys(index, level, nodes, alive,
                                                             log_probs, scores)
     top_want, pos_want = ranked_topk(want_key, keep)
-    flat = FlatChildren(nodes, alive, scores, index.child_lists[level])
+    flat = layouts(index, level, nodes, alive, scores)[0]
+    assert bool((top_want[4] == float("-inf")).any())                  # the dead picks
     # the flat lists hold the table's children in its order, padding and dead beams left out
     for b in range(bsz):
         mine = slice(int(flat.user_first[b]), int(flat.user_first[b] + flat.user_count[b]))
         assert torch.equal(flat.codes[mine], want_codes[b][valid[b].flatten()])
+    live = top_want > float("-inf")                    # dead picks are the caller's to mask
     for children in layouts(index, level, nodes, alive, scores):
         assert torch.equal(children.per_beam, valid.sum(2))
         children.score(log_probs)
         top_key, pick = children.top(keep)
         assert torch.equal(top_key, top_want)                            # bit for bit
         parent, total, next_node, picked = children.take(pick)
-        assert torch.equal(parent, pos_want // n_children)
-        assert torch.equal(total, want_total.gather(1, pos_want))
-        assert torch.equal(picked, want_codes.gather(1, pos_want[:, :, None].expand(
-            -1, -1, n_signals)))
-        assert torch.equal(next_node, index.child_next[level][nodes.gather(1, parent),
-                                                            pos_want % n_children])
+        assert torch.equal(parent[live], (pos_want // n_children)[live])
+        assert torch.equal(total[live], want_total.gather(1, pos_want)[live])
+        assert torch.equal(picked[live], want_codes.gather(1, pos_want[:, :, None].expand(
+            -1, -1, n_signals))[live])
+        want_next = index.child_next[level][nodes.gather(1, pos_want // n_children),
+                                            pos_want % n_children]
+        assert torch.equal(next_node[live], want_next[live])
 
 
 def test_scoring_a_subset_of_users_and_beams_matches_scoring_them_all():
@@ -96,13 +104,23 @@ def test_scoring_a_subset_of_users_and_beams_matches_scoring_them_all():
         assert bool((key_part[~mask] == float("-inf")).all())              # never scored
 
 
-def test_the_layout_follows_how_full_the_padded_table_is(monkeypatch):
+def test_the_layout_follows_how_full_the_padded_table_is():
     codes = random_codes(400, 3, 3, 6, seed=3)
     index = PrefixIndex.from_codes(codes)
-    nodes, alive, scores = beams_at(index, 1, 4, 8, seed=8)
-    assert isinstance(lc.level_children(index, 1, nodes, alive, scores), FlatChildren)
-    monkeypatch.setattr(lc, "PADDED_MAX_FILL_RATIO", 1e9)
-    assert isinstance(lc.level_children(index, 1, nodes, alive, scores), PaddedChildren)
+    n_children = index.child_codes[1].shape[1]
+    busiest = int(index.child_valid[1].sum(1).argmax())
+    sparse = int(index.child_valid[1].sum(1).argmin())
+    alive = torch.ones(4, 8, dtype=torch.bool)
+    scores = torch.zeros(4, 8)
+    ratio = lc.PADDED_MAX_ENTRIES_PER_CANDIDATE
+    counts = index.child_valid[1].sum(1)
+    assert int(counts[sparse]) * ratio < n_children <= int(counts[busiest]) * ratio
+    full = torch.full((4, 8), busiest)
+    assert isinstance(lc.level_children(index, 1, full, alive, scores), PaddedChildren)
+    assert isinstance(lc.level_children(index, 1, full.fill_(sparse), alive, scores), FlatChildren)
+    assert isinstance(lc.level_children(index, 1, full, alive, scores, "padded"), PaddedChildren)
+    with pytest.raises(ValueError, match="layout"):
+        lc.level_children(index, 1, full, alive, scores, "ragged")
 
 
 def test_child_lists_hold_every_child_once():
@@ -137,7 +155,7 @@ def test_the_search_gives_the_references_result_in_either_layout(monkeypatch, ra
     from recbole_bbqrec.modules.beam_search import constrained_beam_search
     from tests.test_beam_search import knowing, make_step_fn, scaled
 
-    monkeypatch.setattr(lc, "PADDED_MAX_FILL_RATIO", ratio)
+    monkeypatch.setattr(lc, "PADDED_MAX_ENTRIES_PER_CANDIDATE", ratio)
     codes = random_codes(150 if n_signals == 1 else 300, 3, n_signals, 6, seed=11)
     index = PrefixIndex.from_codes(codes)
     step = knowing(scaled(make_step_fn(8, 3, n_signals, 6, seed=12), 1.0, quantum), codes, bonus)

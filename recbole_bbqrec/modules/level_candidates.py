@@ -1,15 +1,16 @@
 """The candidates of one beam-search level below the root: every (beam, child) pair, scored
-and ranked in two layouts behind one interface.
+and ranked in two layouts behind one interface (``score``, ``top``, ``take``).
 
 The padded child tables are as wide as a level's busiest node. Where most nodes have few
 children that is mostly padding: Beauty's S=3 IDs have 1.4 and 1.04 children on average
-below the root, padded to 61 and 31, so a [B, W, C] table holds ~25x more entries than there
-are candidates. ``FlatChildren`` then keeps every candidate as one entry of flat [M] lists,
-ordered by user, beam, child: the padded [B, W*C] order with the padding left out. Where
-the beams' nodes fill the table (the flat layout's second level: 44 of 77 on the beams it
-meets) the flat lists cost more per entry than they save, and ``PaddedChildren`` ranks the
-table itself. Both rank ties by that order (``ranked_topk``, by position), so they pick the
-same candidates in the same order as each other and as the reference.
+below the root, padded to 61 and 31, and on the beams evaluation meets (which favour busy
+nodes) the [B, W, C] table held 24-25 entries per candidate. ``FlatChildren`` then keeps every
+candidate as one entry of flat [M] lists, ordered by user, beam, child: the padded [B, W*C]
+order with the padding left out. Where the beams fill the table (the flat layout's second
+level: 1.6 entries per candidate) the flat lists cost more per entry than they save, and
+``PaddedChildren`` ranks the table itself. Both rank ties by that order (``ranked_topk``, by
+position), so they pick the same candidates in the same order as each other and as the
+reference.
 """
 from __future__ import annotations
 
@@ -19,17 +20,19 @@ from .prefix_index import PrefixIndex
 from .tuple_topk import rank_key, ranked_topk, tuple_scores
 
 # The padded table is ranked as it is while it holds at most this many entries per candidate.
-# Search part of the trained flat model (9 levels, tables 1.6-12.7x their candidates), beam 50,
-# 1 thread, 256 Beauty test users: 0.203 ms per user at 2.5 and at 4, 0.212 at 8, 0.218 all
-# padded, 0.236 all flat lists. The trained tuple model (24-25x): 0.11 flat, 0.18 padded.
-PADDED_MAX_FILL_RATIO = 2.5
+# Search part of the trained flat model (9 levels, 1.6-12.7 entries per candidate on its
+# beams), beam 50, 1 thread, 256 Beauty test users, alternating in one process: 0.203 ms per
+# user at 2.5 and at 4, 0.212 at 8, 0.218 all padded, 0.236 all flat lists. The trained tuple
+# model (24-25 per candidate): 0.11 ms flat, 0.18 padded.
+PADDED_MAX_ENTRIES_PER_CANDIDATE = 2.5
 
 
 def candidate_totals(log_probs: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
                      scores: torch.Tensor) -> torch.Tensor:
     """Beam score plus child tuple score: log_probs [R, S, N] (one row per beam scored),
     rows [...] the candidates' rows, codes [..., S], scores [...] their beams' scores ->
-    [...]. The same additions, in the same order, as the reference's."""
+    [...]; rows and scores broadcast against codes (the padded table passes them [U, n, 1]
+    for codes [U, n, C, S]). The same additions, in the same order, as the reference's."""
     n_signals, n_codes = log_probs.shape[1], log_probs.shape[2]
     flat = log_probs.reshape(-1)
     offsets = torch.arange(n_signals, device=codes.device) * n_codes
@@ -40,16 +43,17 @@ def candidate_totals(log_probs: torch.Tensor, rows: torch.Tensor, codes: torch.T
 class FlatChildren:
     """The candidates as flat [M] lists (no padding)."""
 
-    def __init__(self, nodes: torch.Tensor, alive: torch.Tensor, scores: torch.Tensor,
+    def __init__(self, nodes: torch.Tensor, scores: torch.Tensor, per_beam: torch.Tensor,
+                 n_candidates: int,
                  lists: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
-        """nodes, alive, scores [B, W]; ``lists`` the level's ``PrefixIndex.child_lists``
-        (node n's children are entries first[n] .. first[n] + count[n] - 1)."""
-        child_first, child_count, child_codes, self.child_next = lists
+        """nodes, scores [B, W]; per_beam [B, W] each beam's children (0 where dead) and
+        n_candidates their sum; ``lists`` the level's ``PrefixIndex.child_lists`` (node n's
+        children are entries first[n] .. first[n] + count[n] - 1)."""
+        child_first, _, child_codes, self.child_next = lists
         bsz, self.width = nodes.shape
         device = nodes.device
-        self.per_beam = child_count[nodes].masked_fill(~alive, 0)                # [B, W]
-        counts = self.per_beam.flatten()                                          # [B*W]
-        n_candidates = int(counts.sum())
+        self.per_beam = per_beam                                                  # [B, W]
+        counts = per_beam.flatten()                                               # [B*W]
         self.beam = torch.repeat_interleave(torch.arange(bsz * self.width, device=device),
                                             counts, output_size=n_candidates)     # [M] b*W+w
         beam_first = counts.cumsum(0) - counts
@@ -87,8 +91,10 @@ class FlatChildren:
         self.total[which], self.key[which] = part, rank_key(part)
 
     def top(self, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each user's top ``keep`` keys [B, keep], sorted, and the candidates holding them
-        (where the key is -inf: some valid candidate, to be masked)."""
+        """Each user's top ``keep`` keys [B, keep], sorted, and the candidates holding them.
+        Where the key is -inf (a user with fewer candidates) the index is some candidate's,
+        maybe another user's, to be masked by the caller; there is one (M > 0) whenever
+        B > 0, since every user keeps a live beam and every trie node has a child."""
         bsz = self.user_count.shape[0]
         width = max(int(self.user_count.max()) if bsz else 0, keep)
         user = self.beam // self.width
@@ -123,6 +129,7 @@ class PaddedChildren:
 
     def score(self, log_probs: torch.Tensor, lo: int = 0, hi: int | None = None,
               users: torch.Tensor | None = None) -> None:
+        """As ``FlatChildren.score``."""
         rows = slice(None) if users is None else users
         hi = self.codes.shape[1] if hi is None else hi
         codes, scores = self.codes[rows, lo:hi], self.scores[rows, lo:hi]
@@ -136,10 +143,12 @@ class PaddedChildren:
             self.key[users, lo:hi], self.total[users, lo:hi] = key, total
 
     def top(self, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``FlatChildren.top``; the index is a position in the [W*C] table."""
         return ranked_topk(self.key.flatten(1), keep)
 
     def take(self, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                 torch.Tensor]:
+        """As ``FlatChildren.take``."""
         bsz, _, n_children, n_signals = self.codes.shape
         parent = pick // n_children
         nodes = self.child_next[self.nodes.gather(1, parent), pick % n_children]
@@ -149,12 +158,20 @@ class PaddedChildren:
 
 
 def level_children(index: PrefixIndex, level: int, nodes: torch.Tensor, alive: torch.Tensor,
-                   scores: torch.Tensor) -> FlatChildren | PaddedChildren:
+                   scores: torch.Tensor, layout: str | None = None
+                   ) -> FlatChildren | PaddedChildren:
     """The children of the beams' nodes (nodes, alive, scores [B, W]) at ``level`` > 0, in
-    the layout that is cheaper for how full the padded table would be."""
+    the layout that is cheaper for how full the padded table would be, or in ``layout``
+    ("flat" or "padded") when given."""
+    if layout not in (None, "flat", "padded"):
+        raise ValueError(f"layout must be None, 'flat' or 'padded', got {layout!r}")
     n_children = index.child_codes[level].shape[1]
     lists = index.child_lists[level]
-    n_candidates = int(lists[1][nodes].masked_fill(~alive, 0).sum())
-    if nodes.numel() * n_children <= PADDED_MAX_FILL_RATIO * n_candidates:
+    per_beam = lists[1][nodes].masked_fill(~alive, 0)                           # [B, W]
+    n_candidates = int(per_beam.sum())
+    if layout is None:
+        padded = nodes.numel() * n_children <= PADDED_MAX_ENTRIES_PER_CANDIDATE * n_candidates
+        layout = "padded" if padded else "flat"
+    if layout == "padded":
         return PaddedChildren(nodes, alive, scores, index, level)
-    return FlatChildren(nodes, alive, scores, lists)
+    return FlatChildren(nodes, scores, per_beam, n_candidates, lists)

@@ -1,4 +1,5 @@
-"""The semantic-ID trie as padded per-level child tables (built once per catalogue)."""
+"""The semantic-ID trie as per-level child tables, padded and as flat lists (built once per
+catalogue)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
