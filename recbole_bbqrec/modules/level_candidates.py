@@ -27,16 +27,22 @@ from .tuple_topk import rank_key, ranked_topk, tuple_scores
 PADDED_MAX_ENTRIES_PER_CANDIDATE = 2.5
 
 
-def candidate_totals(log_probs: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
-                     scores: torch.Tensor) -> torch.Tensor:
+def candidate_totals(log_probs: torch.Tensor, codes: torch.Tensor, scores: torch.Tensor,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
     """Beam score plus child tuple score: log_probs [R, S, N] (one row per beam scored),
-    rows [...] the candidates' rows, codes [..., S], scores [...] their beams' scores ->
-    [...]; rows and scores broadcast against codes (the padded table passes them [U, n, 1]
-    for codes [U, n, C, S]). The same additions, in the same order, as the reference's."""
-    n_signals, n_codes = log_probs.shape[1], log_probs.shape[2]
-    flat = log_probs.reshape(-1)
+    codes [..., S] the candidates' tuples, scores [...] their beams' scores (broadcast
+    against codes' leading dims) -> [...]. ``rows`` [...] holds each candidate's row; without
+    it codes is [R, C, S], row r's candidates in row r (one gather, as the padded table
+    has them). The same additions, in the same order, as the reference's."""
+    n_rows, n_signals, n_codes = log_probs.shape
     offsets = torch.arange(n_signals, device=codes.device) * n_codes
-    picked = flat[(rows * (n_signals * n_codes))[..., None] + offsets + codes]  # [..., S]
+    if rows is None:
+        picked = log_probs.reshape(n_rows, n_signals * n_codes).gather(
+            1, (codes + offsets).view(n_rows, codes.shape[1] * n_signals))
+        picked = picked.view(codes.shape)                                       # [R, C, S]
+    else:
+        flat = log_probs.reshape(-1)
+        picked = flat[(rows * (n_signals * n_codes))[..., None] + offsets + codes]  # [..., S]
     return scores + tuple_scores([picked[..., s] for s in range(n_signals)])
 
 
@@ -63,8 +69,7 @@ class FlatChildren:
         self.user_count = self.per_beam.sum(1)                                    # [B]
         self.user_first = self.user_count.cumsum(0) - self.user_count
         self.beam_scores = scores.flatten()[self.beam]                            # [M]
-        self.key = scores.new_full((n_candidates,), float("-inf"))  # -inf: not scored
-        self.total = torch.full_like(self.key, float("-inf"))
+        self.key = self.total = None          # [M] once scored; -inf where never scored
 
     def score(self, log_probs: torch.Tensor, lo: int = 0, hi: int | None = None,
               users: torch.Tensor | None = None) -> None:
@@ -72,10 +77,13 @@ class FlatChildren:
         log_probs [U, hi - lo, S, N] from a step over those users and beams."""
         hi = self.width if hi is None else hi
         if users is None and (lo, hi) == (0, self.width):
-            self.total = candidate_totals(log_probs.flatten(0, 1), self.beam, self.codes,
-                                          self.beam_scores)
+            self.total = candidate_totals(log_probs.flatten(0, 1), self.codes, self.beam_scores,
+                                          self.beam)
             self.key = rank_key(self.total)
             return
+        if self.key is None:
+            self.key = self.beam_scores.new_full(self.beam.shape, float("-inf"))
+            self.total = torch.full_like(self.key, float("-inf"))
         user, slot = self.beam // self.width, self.beam % self.width
         inside = (slot >= lo) & (slot < hi)
         position = user
@@ -86,8 +94,8 @@ class FlatChildren:
             inside &= position >= 0
         which = inside.nonzero().flatten()
         row = position[which] * (hi - lo) + slot[which] - lo       # into log_probs' [U*(hi-lo)]
-        part = candidate_totals(log_probs.flatten(0, 1), row, self.codes[which],
-                                self.beam_scores[which])
+        part = candidate_totals(log_probs.flatten(0, 1), self.codes[which],
+                                self.beam_scores[which], row)
         self.total[which], self.key[which] = part, rank_key(part)
 
     def top(self, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,30 +125,33 @@ class PaddedChildren:
     """The candidates as the padded [B, W, C] child table."""
 
     def __init__(self, nodes: torch.Tensor, alive: torch.Tensor, scores: torch.Tensor,
-                 index: PrefixIndex, level: int) -> None:
-        self.nodes, self.scores = nodes, scores
+                 per_beam: torch.Tensor, index: PrefixIndex, level: int) -> None:
+        """nodes, alive, scores, per_beam [B, W] as for ``FlatChildren``."""
+        self.nodes, self.scores, self.per_beam = nodes, scores, per_beam
         self.child_next = index.child_next[level]
         self.codes = index.child_codes[level][nodes]                             # [B, W, C, S]
         self.valid = index.child_valid[level][nodes] & alive[:, :, None]         # [B, W, C]
-        self.per_beam = self.valid.sum(2)
-        self.key = torch.full(self.valid.shape, float("-inf"), dtype=scores.dtype,
-                              device=scores.device)
-        self.total = torch.full_like(self.key, float("-inf"))
+        self.key = self.total = None   # [B, W, C] once scored; -inf where never scored
 
     def score(self, log_probs: torch.Tensor, lo: int = 0, hi: int | None = None,
               users: torch.Tensor | None = None) -> None:
         """As ``FlatChildren.score``."""
+        width = self.codes.shape[1]
+        hi = width if hi is None else hi
         rows = slice(None) if users is None else users
-        hi = self.codes.shape[1] if hi is None else hi
-        codes, scores = self.codes[rows, lo:hi], self.scores[rows, lo:hi]
-        beam = torch.arange(codes.shape[0] * codes.shape[1], device=codes.device)
-        total = candidate_totals(log_probs.flatten(0, 1), beam.view(codes.shape[:2])[..., None],
-                                 codes, scores[..., None])                       # [U, n, C]
+        codes = self.codes[rows, lo:hi]                                          # [U, n, C, S]
+        total = candidate_totals(log_probs.flatten(0, 1), codes.flatten(0, 1),
+                                 self.scores[rows, lo:hi].reshape(-1, 1))        # [U*n, C]
+        total = total.view(codes.shape[:3])                                     # [U, n, C]
         key = rank_key(total, self.valid[rows, lo:hi])
-        if users is None:
-            self.key[:, lo:hi], self.total[:, lo:hi] = key, total
-        else:
-            self.key[users, lo:hi], self.total[users, lo:hi] = key, total
+        if users is None and (lo, hi) == (0, width):
+            self.key, self.total = key, total
+            return
+        if self.key is None:
+            self.key = torch.full(self.valid.shape, float("-inf"), dtype=total.dtype,
+                                  device=total.device)
+            self.total = torch.full_like(self.key, float("-inf"))
+        self.key[rows, lo:hi], self.total[rows, lo:hi] = key, total
 
     def top(self, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """As ``FlatChildren.top``; the index is a position in the [W*C] table."""
@@ -173,5 +184,5 @@ def level_children(index: PrefixIndex, level: int, nodes: torch.Tensor, alive: t
         padded = nodes.numel() * n_children <= PADDED_MAX_ENTRIES_PER_CANDIDATE * n_candidates
         layout = "padded" if padded else "flat"
     if layout == "padded":
-        return PaddedChildren(nodes, alive, scores, index, level)
+        return PaddedChildren(nodes, alive, scores, per_beam, index, level)
     return FlatChildren(nodes, scores, per_beam, n_candidates, lists)
