@@ -61,8 +61,9 @@ def test_both_layouts_score_pick_and_take_as_the_padded_table(n_signals, quantum
     flat = layouts(index, level, nodes, alive, scores)[0]
     assert bool((top_want[4] == float("-inf")).any())                  # the dead picks
     # the flat lists hold the table's children in its order, padding and dead beams left out
+    first = flat.user_count.cumsum(0) - flat.user_count
     for b in range(bsz):
-        mine = slice(int(flat.user_first[b]), int(flat.user_first[b] + flat.user_count[b]))
+        mine = slice(int(first[b]), int(first[b] + flat.user_count[b]))
         assert torch.equal(flat.codes[mine], want_codes[b][valid[b].flatten()])
     live = top_want > float("-inf")                    # dead picks are the caller's to mask
     for children in layouts(index, level, nodes, alive, scores):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .prefix_index import PrefixIndex
-from .tuple_topk import rank_key, ranked_topk, tuple_scores
+from .tuple_topk import ragged_ranked_topk, rank_key, ranked_topk, tuple_scores
 
 # The padded table is ranked as it is while it holds at most this many entries per candidate.
 # Search part of the trained flat model (9 levels, 1.6-12.7 entries per candidate on its
@@ -66,8 +66,8 @@ class FlatChildren:
         self.child = (child_first[nodes].flatten()[self.beam]
                       + torch.arange(n_candidates, device=device) - beam_first[self.beam])
         self.codes = child_codes[self.child]                                      # [M, S]
+        self.user = self.beam // self.width                                       # [M]
         self.user_count = self.per_beam.sum(1)                                    # [B]
-        self.user_first = self.user_count.cumsum(0) - self.user_count
         self.beam_scores = scores.flatten()[self.beam]                            # [M]
         self.key = self.total = None          # [M] once scored; -inf where never scored
 
@@ -84,13 +84,13 @@ class FlatChildren:
         if self.key is None:
             self.key = self.beam_scores.new_full(self.beam.shape, float("-inf"))
             self.total = torch.full_like(self.key, float("-inf"))
-        user, slot = self.beam // self.width, self.beam % self.width
+        slot = self.beam % self.width
         inside = (slot >= lo) & (slot < hi)
-        position = user
+        position = self.user
         if users is not None:
             position = torch.full_like(self.user_count, -1)
             position[users] = torch.arange(users.numel(), device=users.device)
-            position = position[user]
+            position = position[self.user]
             inside &= position >= 0
         which = inside.nonzero().flatten()
         row = position[which] * (hi - lo) + slot[which] - lo       # into log_probs' [U*(hi-lo)]
@@ -103,14 +103,7 @@ class FlatChildren:
         Where the key is -inf (a user with fewer candidates) the index is some candidate's,
         maybe another user's, to be masked by the caller; there is one (M > 0) whenever
         B > 0, since every user keeps a live beam and every trie node has a child."""
-        bsz = self.user_count.shape[0]
-        width = max(int(self.user_count.max()) if bsz else 0, keep)
-        user = self.beam // self.width
-        position = torch.arange(self.key.shape[0], device=self.key.device) - self.user_first[user]
-        ranked = self.key.new_full((bsz, width), float("-inf"))                  # [B, M_user]
-        ranked[user, position] = self.key
-        top_key, pick = ranked_topk(ranked, keep)
-        return top_key, (self.user_first[:, None] + pick).clamp_(max=max(self.key.numel() - 1, 0))
+        return ragged_ranked_topk(self.key, self.user, self.user_count, keep)
 
     def take(self, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                 torch.Tensor]:

@@ -47,6 +47,24 @@ def ranked_topk(key: torch.Tensor, keep: int, order: torch.Tensor | None = None
     return vals.gather(1, perm), pos.gather(1, perm)
 
 
+def ragged_ranked_topk(key: torch.Tensor, user: torch.Tensor, user_count: torch.Tensor,
+                       keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's top ``keep`` of candidates held as one flat list ordered by user: key [M],
+    user [M] (non-decreasing), user_count [B] -> (top key [B, keep] sorted, index [B, keep]
+    into the list). Ranked as a padded [B, max count] table by position within the user
+    (``ranked_topk``), so ties break by list order. Where the key is -inf (a user with fewer
+    than ``keep`` candidates) the index is some candidate's, maybe another user's: the
+    caller masks it."""
+    bsz, n_candidates = user_count.shape[0], key.shape[0]
+    first = user_count.cumsum(0) - user_count                                # [B]
+    position = torch.arange(n_candidates, device=key.device) - first[user]   # [M]
+    width = max(int(user_count.max()) if bsz else 0, keep)
+    ranked = key.new_full((bsz, width), float("-inf"))                       # [B, M_user]
+    ranked[user, position] = key
+    top_key, pick = ranked_topk(ranked, keep)
+    return top_key, (first[:, None] + pick).clamp_(max=max(n_candidates - 1, 0))
+
+
 def rank_key(total: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """What the beam cut ranks a score by: a score of -inf (a -inf log-prob) becomes the
     dtype's minimum, so a real candidate still outranks padding; where ``valid`` is False
@@ -125,15 +143,10 @@ def _group_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int, floor: t
     user = user[rep]                                                        # [M] candidates
     codes = index.child_codes[0][0][slot]                                  # [M, S]
     total = 0.0 + tuple_scores([log_probs[user, s, codes[:, s]] for s in range(n_signals)])
-    counts = torch.bincount(user, minlength=bsz)
-    position = torch.arange(user.numel(), device=user.device) - (counts.cumsum(0) - counts)[user]
-    width = max(int(counts.max()), keep)
-    ranked = log_probs.new_full((bsz, width), float("-inf"))
-    ranked[user, position] = rank_key(total)
-    slots = torch.zeros(bsz, width, dtype=torch.long, device=user.device)
-    slots[user, position] = slot
-    top_key, pick = ranked_topk(ranked, keep)                 # a user's candidates ascend by slot
-    return top_key, slots.gather(1, pick)
+    # a user's candidates ascend by slot, so ranking by list position breaks ties by slot
+    top_key, pick = ragged_ranked_topk(rank_key(total), user, torch.bincount(user, minlength=bsz),
+                                       keep)
+    return top_key, slot[pick]
 
 
 def root_topk(log_probs: torch.Tensor, index: PrefixIndex, keep: int
